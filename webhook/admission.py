@@ -1,0 +1,116 @@
+"""AdmissionReview decoding and encoding (admission.k8s.io v1 and v1beta1).
+
+Transport-free, like controller-runtime's admission package: the server hands bytes in and
+gets bytes out. A malformed review raises :class:`AdmissionError` (HTTP 400 with the message);
+a well-formed one is always answered ``allowed: true``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+SUPPORTED_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
+
+
+class AdmissionError(ValueError):
+    """The body is not an AdmissionReview we can answer; the message is sent back as-is."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    api_version: str
+    uid: str
+    operation: str
+    group: str
+    version: str
+    kind: str
+    resource: str
+    sub_resource: str
+    namespace: str | None
+    object: Any
+    dry_run: bool
+
+    @property
+    def is_pod(self) -> bool:
+        return self.group == "" and self.kind == "Pod" and not self.sub_resource
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionResponse:
+    api_version: str
+    uid: str
+    patch: list[dict[str, Any]] | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def loads(body: bytes | str) -> Any:
+    """orjson first (fast path); the stdlib for what orjson refuses but JSON allows (huge integers)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise fast_error from None
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def decode(body: bytes) -> AdmissionRequest:
+    if not body:
+        raise AdmissionError("empty request body: expected an AdmissionReview")
+    try:
+        review = loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise AdmissionError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(review, dict):
+        raise AdmissionError("AdmissionReview must be a JSON object")
+    kind = review.get("kind")
+    if kind != "AdmissionReview":
+        raise AdmissionError(f"kind must be 'AdmissionReview', got {kind!r}")
+    api_version = review.get("apiVersion")
+    if api_version not in SUPPORTED_API_VERSIONS:
+        raise AdmissionError(
+            f"unsupported apiVersion {api_version!r}: expected admission.k8s.io/v1 or admission.k8s.io/v1beta1"
+        )
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise AdmissionError("AdmissionReview has no 'request' object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise AdmissionError("request.uid must be a non-empty string")
+    gvk = request.get("kind")
+    gvk = gvk if isinstance(gvk, dict) else {}
+    resource = request.get("resource")
+    resource = resource if isinstance(resource, dict) else {}
+    namespace = request.get("namespace")
+    return AdmissionRequest(
+        api_version=api_version,
+        uid=uid,
+        operation=_str(request.get("operation")),
+        group=_str(gvk.get("group")),
+        version=_str(gvk.get("version")),
+        kind=_str(gvk.get("kind")),
+        resource=_str(resource.get("resource")),
+        sub_resource=_str(request.get("subResource")),
+        namespace=namespace if isinstance(namespace, str) and namespace else None,
+        object=request.get("object"),
+        dry_run=request.get("dryRun") is True,
+    )
+
+
+def encode(response: AdmissionResponse) -> bytes:
+    body: dict[str, Any] = {"uid": response.uid, "allowed": True}
+    if response.patch:
+        body["patchType"] = "JSONPatch"
+        body["patch"] = base64.b64encode(orjson.dumps(response.patch)).decode("ascii")
+    if response.warnings:
+        body["warnings"] = list(response.warnings)
+    return orjson.dumps({"apiVersion": response.api_version, "kind": "AdmissionReview", "response": body})

@@ -1,0 +1,189 @@
+"""Configuration: flags > environment (``WORKLOAD_TAGGER_*``) > YAML file > defaults.
+
+Every setting is declared once in :data:`SETTINGS`; the CLI builds its flags, the README
+table and the environment names from it, so the three can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "WORKLOAD_TAGGER_"
+SERVICEACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the CLI prints it as one line and exits 2."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _default_namespace() -> str:
+    env = os.environ.get("POD_NAMESPACE")
+    if env:
+        return env
+    try:
+        return SERVICEACCOUNT_NAMESPACE.read_text().strip() or "workload-tagger"
+    except OSError:
+        return "workload-tagger"
+
+
+@dataclass
+class Config:
+    """All settings. Field metadata: ``help`` for flags/README, ``key`` for the YAML file (camelCase)."""
+
+    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on", "key": "host"})
+    port: int = field(default=8443, metadata={"help": "HTTPS port", "key": "port"})
+    cert_file: str = field(default="certs/tls.crt", metadata={"help": "serving certificate (PEM)", "key": "certFile"})
+    key_file: str = field(default="certs/tls.key", metadata={"help": "serving key (PEM)", "key": "keyFile"})
+    prefix: str = field(default="workload-tagger.io/", metadata={"help": "annotation key prefix", "key": "prefix"})
+    plugin_source: str = field(
+        default="auto",
+        metadata={
+            "help": "where plugins come from: auto (configmap in a cluster, else directory if set), "
+            "configmap, directory, none",
+            "key": "pluginSource",
+        },
+    )
+    plugins_dir: str = field(default="", metadata={"help": "directory of *.lua plugins", "key": "pluginsDir"})
+    configmap_namespace: str = field(
+        default="", metadata={"help": "plugin ConfigMap namespace (default: own namespace)", "key": "configMapNamespace"}
+    )
+    configmap_name: str = field(
+        default="workload-tagger-plugins", metadata={"help": "plugin ConfigMap name", "key": "configMapName"}
+    )
+    clear_on_delete: bool = field(
+        default=False, metadata={"help": "drop all plugins when the ConfigMap is deleted", "key": "clearOnDelete"}
+    )
+    kubeconfig: str = field(default="", metadata={"help": "kubeconfig path (default: in-cluster, then ~/.kube/config)", "key": "kubeconfig"})
+    plugins_first: bool = field(
+        default=False, metadata={"help": "ask plugins before the built-in rules", "key": "pluginsFirst"}
+    )
+    allow_custom_types: bool = field(
+        default=False, metadata={"help": "accept workload types outside the known set", "key": "allowCustomTypes"}
+    )
+    plugin_instructions: int = field(
+        default=2_000_000, metadata={"help": "Lua instruction budget per plugin call", "key": "pluginInstructions"}
+    )
+    plugin_memory_mb: int = field(
+        default=8, metadata={"help": "memory cap per plugin runtime, MiB", "key": "pluginMemoryMb"}
+    )
+    review_budget_ms: int = field(
+        default=500, metadata={"help": "time budget for one review; past it: allowed, no patch", "key": "reviewBudgetMs"}
+    )
+    max_body_bytes: int = field(
+        default=7 * 1024 * 1024, metadata={"help": "largest AdmissionReview accepted (413 above)", "key": "maxBodyBytes"}
+    )
+    metrics_port: int = field(
+        default=0, metadata={"help": "extra plain-HTTP /metrics port (0: off)", "key": "metricsPort"}
+    )
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning, error", "key": "logLevel"})
+    workers: int = field(default=1, metadata={"help": "server processes sharing the port (SO_REUSEPORT)", "key": "workers"})
+    shutdown_grace_s: float = field(
+        default=15.0, metadata={"help": "seconds to finish in-flight reviews on SIGTERM", "key": "shutdownGraceSeconds"}
+    )
+    rules: list[dict[str, Any]] = field(
+        default_factory=list, metadata={"help": "extra owner kind -> type rules (file only)", "key": "rules", "file_only": True}
+    )
+
+    def resolved_configmap_namespace(self) -> str:
+        return self.configmap_namespace or _default_namespace()
+
+    def effective_plugin_source(self) -> str:
+        if self.plugin_source != "auto":
+            return self.plugin_source
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return "configmap"
+        return "directory" if self.plugins_dir else "none"
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _coerce(name: str, kind: Any, value: Any, origin: str) -> Any:
+    try:
+        if kind in (bool, "bool"):
+            return _bool(value)
+        if kind in (int, "int"):
+            if isinstance(value, bool):
+                raise ValueError("not an integer")
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        if kind in (str, "str"):
+            if isinstance(value, (dict, list)):
+                raise ValueError("not a string")
+            return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: invalid value for {name}: {exc}") from None
+    return value
+
+
+def load(
+    file: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge the three layers; unknown file keys are errors (a typo must not be silently ignored)."""
+    environ = os.environ if environ is None else environ
+    flags = flags or {}
+    file = file or environ.get(env_name("config")) or None
+    from_file: dict[str, Any] = {}
+    if file:
+        try:
+            raw = yaml.safe_load(Path(file).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {file} must hold a mapping")
+        by_key = {f.metadata["key"]: f.name for f in fields(Config)}
+        for key, value in raw.items():
+            if key not in by_key:
+                raise ConfigError(f"config file {file}: unknown setting {key!r}")
+            from_file[by_key[key]] = value
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        if flags.get(f.name) is not None:
+            values[f.name] = _coerce(f.name, f.type, flags[f.name], "flag")
+        elif not f.metadata.get("file_only") and env_name(f.name) in environ:
+            values[f.name] = _coerce(f.name, f.type, environ[env_name(f.name)], env_name(f.name))
+        elif f.name in from_file:
+            values[f.name] = _coerce(f.name, f.type, from_file[f.name], f"config file {file}")
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    if config.plugin_source not in {"auto", "configmap", "directory", "none"}:
+        raise ConfigError(f"pluginSource must be auto, configmap, directory or none, not {config.plugin_source!r}")
+    if config.plugin_source == "directory" and not config.plugins_dir:
+        raise ConfigError("pluginSource=directory needs pluginsDir")
+    if not 0 < config.port < 65536:
+        raise ConfigError(f"port {config.port} out of range")
+    if config.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"logLevel must be debug, info, warning or error, not {config.log_level!r}")
+    if not isinstance(config.rules, list):
+        raise ConfigError("rules must be a list")
+    if config.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    if config.max_body_bytes < 1024:
+        raise ConfigError("maxBodyBytes must be at least 1024")

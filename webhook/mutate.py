@@ -1,0 +1,75 @@
+"""The Pod mutation handler: an AdmissionRequest in, an AdmissionResponse and an outcome out.
+
+Never denies: anything that goes wrong inside (a bug, a plugin failure that escaped the
+engine) yields "allowed, no patch" with outcome ``error``; the server logs and counts it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.admission import AdmissionRequest, AdmissionResponse
+from webhook.patch import DEFAULT_PREFIX, annotation_ops, desired_annotations
+from webhook.plugins import PluginSet
+from webhook.resolver import Resolver
+from webhook.types import Resolution
+
+# Outcomes, as counted by the metrics: mutated (a patch was sent), unchanged (a Pod we
+# looked at but had nothing to add), skipped (not a Pod CREATE), error (internal failure).
+MUTATED, UNCHANGED, SKIPPED, ERROR = "mutated", "unchanged", "skipped", "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    response: AdmissionResponse
+    outcome: str
+    resolution: Resolution | None = None
+    error: str | None = None
+
+
+class PodMutator:
+    def __init__(
+        self,
+        resolver: Resolver,
+        plugins: Callable[[], PluginSet],
+        prefix: str = DEFAULT_PREFIX,
+        operations: frozenset[str] = frozenset({"CREATE"}),
+        budget_seconds: float | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.plugins = plugins
+        self.prefix = prefix
+        self.operations = operations
+        self.budget_seconds = budget_seconds
+
+    def handle(self, request: AdmissionRequest) -> Decision:
+        allow = AdmissionResponse(request.api_version, request.uid)
+        if not request.is_pod or request.operation not in self.operations:
+            return Decision(allow, SKIPPED)
+        obj = request.object
+        if not isinstance(obj, dict):
+            return Decision(allow, UNCHANGED)
+        try:
+            return self._mutate(request, obj, allow)
+        except Exception as exc:  # never let our own failure break a Pod creation
+            return Decision(allow, ERROR, error=f"{type(exc).__name__}: {exc}")
+
+    def _mutate(self, request: AdmissionRequest, obj: dict[str, Any], allow: AdmissionResponse) -> Decision:
+        raw_meta = obj.get("metadata")
+        if raw_meta is not None and not isinstance(raw_meta, dict):
+            return Decision(allow, UNCHANGED)
+        meta: dict[str, Any] = raw_meta or {}
+        namespace = meta.get("namespace") or request.namespace
+        deadline = time.monotonic() + self.budget_seconds if self.budget_seconds else None
+        resolution = self.resolver.resolve(meta, namespace, self.plugins(), deadline)
+        if resolution is None:
+            return Decision(allow, UNCHANGED)
+        ops = annotation_ops(raw_meta, desired_annotations(resolution, self.prefix))
+        if not ops:
+            return Decision(allow, UNCHANGED, resolution)
+        return Decision(
+            AdmissionResponse(request.api_version, request.uid, ops), MUTATED, resolution
+        )

@@ -1,0 +1,48 @@
+"""DeepFlow-compatible Lua plugins: the contract the resolver relies on.
+
+The resolver only sees a :class:`PluginSet`: an immutable snapshot that is swapped whole
+by the registry, so one admission request is evaluated entirely against one set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PluginAnswer:
+    """A plugin's non-empty, well-formed (type, name) answer, before type canonicalisation."""
+
+    plugin: str
+    workload_type: str
+    workload_name: str
+
+
+class PluginSet(Protocol):
+    """An immutable snapshot of loaded plugins, evaluated in name order."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
+        """Yield, lazily and in name order, each plugin's non-empty answer for this metadata.
+
+        Errors, exceeded bounds and malformed returns are counted and logged inside and
+        skipped, so the caller just takes the first answer it accepts. ``deadline`` is a
+        ``time.monotonic()`` value after which no further plugin is started.
+        """
+        ...
+
+
+class EmptyPluginSet:
+    """The set in force before any source has synced, or when plugins are disabled."""
+
+    names: tuple[str, ...] = ()
+
+    def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
+        return iter(())
+
+
+EMPTY = EmptyPluginSet()

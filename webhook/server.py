@@ -1,0 +1,131 @@
+"""The HTTPS front door: aiohttp app, TLS, health, graceful stop.
+
+The hot path (`/mutate`) runs synchronously inside the handler: decode, resolve, patch,
+encode are CPU-only and sub-millisecond, so handing them to a thread would cost more than
+it saves. Nothing on it talks to the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from webhook import admission, metrics
+from webhook.mutate import ERROR, PodMutator
+
+log = logging.getLogger("workload_tagger.server")
+
+INVALID = "invalid"
+
+
+@dataclass
+class Readiness:
+    """`/readyz` is true once certificates are loaded and the plugin source synced once, until shutdown."""
+
+    certs_loaded: bool = False
+    plugins_synced: Callable[[], bool] = field(default=lambda: True)
+    shutting_down: bool = False
+
+    def reasons(self) -> list[str]:
+        reasons = []
+        if not self.certs_loaded:
+            reasons.append("serving certificate not loaded")
+        if not self.plugins_synced():
+            reasons.append("plugin source not synced yet")
+        if self.shutting_down:
+            reasons.append("shutting down")
+        return reasons
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+JSON = "application/json"
+
+
+def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) -> web.Application:
+    async def mutate(request: web.Request) -> web.Response:
+        body = await request.read()  # raises 413 past client_max_size
+        return web.Response(body=review(body), content_type=JSON)
+
+    def review(body: bytes) -> bytes:
+        started = time.perf_counter()
+        try:
+            req = admission.decode(body)
+        except admission.AdmissionError as exc:
+            metrics.ADMISSION_REQUESTS.labels("", INVALID).inc()
+            log.warning("malformed admission review", extra={"error": str(exc)})
+            raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
+        decision = mutator.handle(req)
+        if decision.outcome == ERROR:
+            log.error(
+                "resolution failed; allowed without patch",
+                extra={"uid": req.uid, "error": decision.error},
+            )
+        out = admission.encode(decision.response)
+        metrics.ADMISSION_REQUESTS.labels(req.operation, decision.outcome).inc()
+        metrics.ADMISSION_LATENCY.observe(time.perf_counter() - started)
+        return out
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        reasons = readiness.reasons()
+        if reasons:
+            return web.Response(status=503, text="not ready: " + "; ".join(reasons) + "\n")
+        return web.Response(text="ok\n")
+
+    app = web.Application(client_max_size=max_body_bytes)
+    app.router.add_post("/mutate", mutate)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def orjson_error(message: str) -> str:
+    import orjson
+
+    return orjson.dumps({"error": message}).decode()
+
+
+async def serve_until_stopped(
+    app: web.Application,
+    host: str,
+    port: int,
+    ctx: ssl.SSLContext,
+    readiness: Readiness,
+    grace_s: float,
+    stop: asyncio.Event | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``), then stop accepting and drain in-flight reviews."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+    runner = web.AppRunner(app, shutdown_timeout=grace_s, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=reuse_port or None)
+    await site.start()
+    readiness.certs_loaded = True
+    log.info("serving", extra={"host": host, "port": port})
+    await stop.wait()
+    readiness.shutting_down = True
+    log.info("shutting down: draining in-flight reviews", extra={"grace_seconds": grace_s})
+    await runner.cleanup()
+    log.info("stopped")
