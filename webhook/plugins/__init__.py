@@ -6,7 +6,7 @@ by the registry, so one admission request is evaluated entirely against one set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,3 +46,30 @@ class EmptyPluginSet:
 
 
 EMPTY = EmptyPluginSet()
+
+
+# Outcomes of one plugin evaluation, as counted by the metrics.
+MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID = "match", "no-match", "error", "budget", "memory", "invalid"
+
+
+class PluginObserver(Protocol):
+    """Where the plugin engine reports what happened; metrics.py implements it, tests record it."""
+
+    def evaluated(self, plugin: str, outcome: str, seconds: float) -> None: ...
+
+    def load_failed(self, plugin: str, error: str) -> None: ...
+
+    def set_loaded(self, plugins: Mapping[str, str]) -> None:
+        """The set now in force, as name -> sha256 of its source."""
+        ...
+
+
+class NullObserver:
+    def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def load_failed(self, plugin: str, error: str) -> None:
+        pass
+
+    def set_loaded(self, plugins: Mapping[str, str]) -> None:
+        pass
