@@ -49,12 +49,14 @@ class AdmissionResponse:
 
 
 def loads(body: bytes | str) -> Any:
-    """orjson first (fast path); the stdlib for what orjson refuses but JSON allows (huge integers)."""
+    """orjson first (fast path); the stdlib for what orjson refuses but JSON allows (numbers past
+    double range such as ``1e400``). Text must be strict UTF-8 either way."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
         try:
-            return json.loads(body)
+            text = body.decode("utf-8") if isinstance(body, bytes) else body
+            return json.loads(text)
         except (ValueError, RecursionError):
             raise fast_error from None
 

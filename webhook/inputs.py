@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from webhook import admission
@@ -85,7 +86,7 @@ def classify(doc: Any, source: str) -> Iterator[PodInput]:
     kind = doc.get("kind")
     if kind == "AdmissionReview":
         try:
-            req = admission.decode(admission.orjson.dumps(doc))
+            req = admission.decode(orjson.dumps(doc))
         except admission.AdmissionError as exc:
             raise InputError(f"{source}: {exc}") from None
         obj = req.object if isinstance(req.object, dict) else {}

@@ -8,7 +8,6 @@ plugins — or plugins first when ``plugins_first`` is set — first acceptable 
 from __future__ import annotations
 
 import json
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,15 @@ from typing import Any
 import orjson
 
 from webhook.plugins import EMPTY, PluginSet
-from webhook.rules import BUILTIN_RULES, OwnerRule, PodView, RuleTable, select_owner, string_map, virtual_kubelet
+from webhook.rules import (
+    BUILTIN_RULES,
+    OwnerRule,
+    PodView,
+    RuleTable,
+    select_owner,
+    string_map,
+    virtual_kubelet,
+)
 from webhook.types import Resolution, canonical_type
 
 

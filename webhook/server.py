@@ -8,6 +8,7 @@ it saves. Nothing on it talks to the Kubernetes API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -42,6 +43,19 @@ class Readiness:
         if self.shutting_down:
             reasons.append("shutting down")
         return reasons
+
+
+class TLSFileError(ValueError):
+    """The serving certificate or key cannot be used; said once, before serving starts."""
+
+
+def check_tls_files(cert_file: str, key_file: str) -> None:
+    try:
+        tls_context(cert_file, key_file)
+    except FileNotFoundError as exc:
+        raise TLSFileError(f"TLS file not found: {exc.filename} (run `make certs` or set --cert-file/--key-file)") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise TLSFileError(f"cannot load TLS certificate {cert_file} / key {key_file}: {exc}") from None
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -114,10 +128,8 @@ async def serve_until_stopped(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
     runner = web.AppRunner(app, shutdown_timeout=grace_s, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=reuse_port or None)

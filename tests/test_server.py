@@ -1,0 +1,245 @@
+"""The real HTTPS server on loopback, driven with realistic AdmissionReviews."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import ssl
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from tests.cases import CASES, Case
+from tests.conftest import ServerFactory, TLSFiles
+from tests.factories import owner, pod, review
+from webhook.mutate import PodMutator
+from webhook.plugins import EMPTY
+from webhook.resolver import Resolver
+from webhook.server import tls_context
+
+PREFIX = "workload-tagger.io/"
+
+
+def patched(review_body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """Apply the response's JSONPatch to the object sent, as the apiserver would."""
+    obj = copy.deepcopy(review_body["request"]["object"])
+    if "patch" not in response:
+        return obj
+    assert response["patchType"] == "JSONPatch"
+    ops = json.loads(base64.b64decode(response["patch"]))
+    for op in ops:
+        assert op["path"].startswith("/metadata/annotations") or op["path"] == "/metadata", op
+        assert op["op"] == "add", op
+    return jsonpatch.apply_patch(obj, ops)
+
+
+async def send(srv: Any, body: dict[str, Any]) -> dict[str, Any]:
+    status, raw = await srv.post("/mutate", json.dumps(body).encode())
+    assert status == 200, raw
+    out = json.loads(raw)
+    assert out["apiVersion"] == body["apiVersion"]
+    assert out["kind"] == "AdmissionReview"
+    assert out["response"]["uid"] == body["request"]["uid"]
+    assert out["response"]["allowed"] is True
+    return out["response"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_every_rule_row_over_tls(start_server: ServerFactory, case: Case) -> None:
+    srv = await start_server()
+    body = review(case.pod)
+    resp = await send(srv, body)
+    annotations = patched(body, resp)["metadata"].get("annotations", {})
+    if case.expected is None:
+        assert "patch" not in resp
+        assert annotations == (case.pod["metadata"].get("annotations") or {})
+        return
+    wtype, name, platform, by = case.expected
+    want = {PREFIX + "workload-type": wtype, PREFIX + "workload-name": name, PREFIX + "resolved-by": by}
+    if platform:
+        want[PREFIX + "platform"] = platform
+    original = case.pod["metadata"].get("annotations") or {}
+    assert annotations == {**original, **want}
+
+
+@pytest.mark.parametrize("api_version", ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])
+async def test_response_version_follows_request(start_server: ServerFactory, api_version: str) -> None:
+    srv = await start_server()
+    body = review(CASES[0].pod, api_version=api_version)
+    resp = await send(srv, body)
+    assert "patch" in resp
+
+
+async def test_existing_annotations_kept_and_user_values_win(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    p = pod(generate_name="web-abc-", labels={"pod-template-hash": "abc"},
+            annotations={"team": "payments", PREFIX + "workload-name": "user-chosen", "a/b~c": "x"},
+            owners=[owner("apps/v1", "ReplicaSet", "web-abc")])
+    body = review(p)
+    resp = await send(srv, body)
+    ops = json.loads(base64.b64decode(resp["patch"]))
+    assert all(op["op"] == "add" for op in ops)
+    assert {op["path"] for op in ops} == {
+        "/metadata/annotations/workload-tagger.io~1workload-type",
+        "/metadata/annotations/workload-tagger.io~1resolved-by",
+    }
+    annotations = patched(body, resp)["metadata"]["annotations"]
+    assert annotations["team"] == "payments"
+    assert annotations["a/b~c"] == "x"
+    assert annotations[PREFIX + "workload-name"] == "user-chosen"
+    assert annotations[PREFIX + "workload-type"] == "Deployment"
+
+
+async def test_fully_annotated_pod_gets_no_patch(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={
+        PREFIX + "workload-type": "StatefulSet", PREFIX + "workload-name": "db", PREFIX + "resolved-by": "x"})
+    assert "patch" not in await send(srv, review(p))
+
+
+async def test_custom_prefix_with_tilde_is_escaped(start_server: ServerFactory) -> None:
+    prefix = "acme.io~x/"
+    srv = await start_server(PodMutator(Resolver(), lambda: EMPTY, prefix=prefix))
+    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={"k": "v"})
+    body = review(p)
+    resp = await send(srv, body)
+    ops = json.loads(base64.b64decode(resp["patch"]))
+    assert "/metadata/annotations/acme.io~0x~1workload-type" in {op["path"] for op in ops}
+    assert patched(body, resp)["metadata"]["annotations"][prefix + "workload-type"] == "StatefulSet"
+
+
+async def test_null_annotations_are_created(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")])
+    p["metadata"]["annotations"] = None
+    body = review(p)
+    assert patched(body, await send(srv, body))["metadata"]["annotations"][PREFIX + "workload-name"] == "db"
+
+
+async def test_namespace_from_request_when_object_has_none(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    p = pod(generate_name="web-abc-", namespace=None, labels={"pod-template-hash": "abc"},
+            owners=[owner("apps/v1", "ReplicaSet", "web-abc")])
+    resp = await send(srv, review(p, namespace="prod"))
+    assert "patch" in resp
+
+
+@pytest.mark.parametrize("variant", ["update", "delete", "connect", "subresource", "other-kind", "dry-run"])
+async def test_only_pod_create_is_mutated(start_server: ServerFactory, variant: str) -> None:
+    srv = await start_server()
+    p = CASES[0].pod
+    body = {
+        "update": lambda: review(p, operation="UPDATE"),
+        "delete": lambda: review(p, operation="DELETE"),
+        "connect": lambda: review(p, operation="CONNECT"),
+        "subresource": lambda: review(p, sub_resource="status"),
+        "other-kind": lambda: review(p, kind={"group": "apps", "version": "v1", "kind": "Deployment"}),
+        "dry-run": lambda: review(p, dry_run=True),
+    }[variant]()
+    resp = await send(srv, body)
+    assert ("patch" in resp) is (variant == "dry-run")
+
+
+async def test_unicode_names_survive(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    p = pod(name="数据库-0", owners=[owner("apps/v1", "StatefulSet", "数据库-ü")], annotations={"note": "☃"})
+    body = review(p)
+    ann = patched(body, await send(srv, body))["metadata"]["annotations"]
+    assert ann[PREFIX + "workload-name"] == "数据库-ü" and ann["note"] == "☃"
+
+
+@pytest.mark.parametrize("obj", [None, "pod", 7, [], {"metadata": None}, {"metadata": "x"}, {"metadata": {"annotations": "x",
+                         "ownerReferences": [owner("apps/v1", "StatefulSet", "db")]}},
+                         {"metadata": {"ownerReferences": {"kind": "StatefulSet"}}},
+                         {"metadata": {"ownerReferences": [None, 3, {"kind": None}]}}])
+async def test_odd_objects_are_allowed_without_patch(start_server: ServerFactory, obj: Any) -> None:
+    srv = await start_server()
+    resp = await send(srv, review(obj))
+    assert "patch" not in resp
+
+
+async def test_object_without_metadata_gets_metadata(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    body = review({"kind": "Pod", "spec": {}})
+    resp = await send(srv, body)
+    assert "patch" not in resp  # no owner: nothing to say, but it must not fail
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b"not json", "not valid JSON"),
+    (b"", "empty request body"),
+    (b"[1,2]", "must be a JSON object"),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}', "kind must be 'AdmissionReview'"),
+    (b'{"apiVersion":"v1","kind":"AdmissionReview","request":{"uid":"u"}}', "unsupported apiVersion"),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}', "no 'request' object"),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}', "no 'request' object"),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}', "request.uid"),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}', "request.uid"),
+    (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}', "request.uid"),
+    ('{"a":"\udcff"}'.encode("utf-8", "surrogatepass"), "not valid JSON"),
+])
+async def test_malformed_reviews_get_400_with_a_clear_message(start_server: ServerFactory, raw: bytes, message: str) -> None:
+    srv = await start_server()
+    status, body = await srv.post("/mutate", raw)
+    assert status == 400
+    assert message in json.loads(body)["error"]
+
+
+async def test_body_over_limit_is_413(start_server: ServerFactory) -> None:
+    srv = await start_server(max_body_bytes=64 * 1024)
+    p = pod(name="big", annotations={"blob": "x" * 100_000})
+    status, _ = await srv.post("/mutate", json.dumps(review(p)).encode())
+    assert status == 413
+    ok_status, _ = await srv.post("/mutate", json.dumps(review(CASES[0].pod)).encode())
+    assert ok_status == 200
+
+
+async def test_huge_integers_are_valid_json(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    body = review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")]))
+    body["request"]["object"]["spec"]["big"] = 10**40
+    resp = await send(srv, body)
+    assert "patch" in resp
+
+
+async def test_health_and_readiness(start_server: ServerFactory) -> None:
+    srv = await start_server(synced=False)
+    async with srv.session.get(srv.url + "/healthz", ssl=srv.client_ssl) as r:
+        assert r.status == 200
+    async with srv.session.get(srv.url + "/readyz", ssl=srv.client_ssl) as r:
+        assert r.status == 503
+        assert "plugin source not synced" in await r.text()
+    srv.readiness.plugins_synced = lambda: True
+    async with srv.session.get(srv.url + "/readyz", ssl=srv.client_ssl) as r:
+        assert r.status == 200
+    srv.readiness.shutting_down = True
+    async with srv.session.get(srv.url + "/readyz", ssl=srv.client_ssl) as r:
+        assert r.status == 503
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+async def test_tls_1_2_and_1_3_are_served(start_server: ServerFactory, tls_files: TLSFiles, version: str) -> None:
+    srv = await start_server()
+    ctx = ssl.create_default_context(cafile=str(tls_files.ca))
+    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=ctx, server_hostname="localhost")
+    assert writer.get_extra_info("ssl_object").version() == version.replace("_", ".")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    assert tls_context(str(tls_files.cert), str(tls_files.key)).minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+async def test_internal_failure_allows_without_patch(start_server: ServerFactory) -> None:
+    class Broken:
+        names = ("boom",)
+
+        def answers(self, meta_json: str, deadline: float | None = None) -> Any:
+            raise RuntimeError("engine exploded")
+
+    srv = await start_server(PodMutator(Resolver(), lambda: Broken()))
+    resp = await send(srv, review(pod(name="x", owners=[owner("example.com/v1", "Widget", "w")])))
+    assert "patch" not in resp
