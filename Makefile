@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8443
 DEB_PACKAGES := lua5.1 lua-dkjson prometheus wrk
 
-.PHONY: run test lint bench certs venv system-deps clean
+.PHONY: run test lint bench certs venv system-deps clean docs
 
 venv: $(STAMP)
 
@@ -51,3 +51,6 @@ bench: venv system-deps certs/tls.crt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+docs: venv
+	$(PY) -m tools.readme_settings

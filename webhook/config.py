@@ -187,3 +187,19 @@ def validate(config: Config) -> None:
         raise ConfigError("workers must be at least 1")
     if config.max_body_bytes < 1024:
         raise ConfigError("maxBodyBytes must be at least 1024")
+
+
+def settings_table() -> str:
+    """The README's settings table, generated so it cannot drift from the code (a test compares them)."""
+    rows = ["| flag | environment | file key | default | meaning |", "|---|---|---|---|---|"]
+    for f in fields(Config):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        file_only = f.metadata.get("file_only")
+        flag = "—" if file_only else "`--" + f.name.replace("_", "-") + "`"
+        env = "—" if file_only else f"`{env_name(f.name)}`"
+        rows.append(f"| {flag} | {env} | `{f.metadata['key']}` | `{default!r}` | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

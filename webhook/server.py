@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import time
@@ -50,10 +51,11 @@ class TLSFileError(ValueError):
 
 
 def check_tls_files(cert_file: str, key_file: str) -> None:
+    for path in (cert_file, key_file):
+        if not os.path.isfile(path):
+            raise TLSFileError(f"TLS file not found: {path} (run `make certs` or set --cert-file/--key-file)")
     try:
         tls_context(cert_file, key_file)
-    except FileNotFoundError as exc:
-        raise TLSFileError(f"TLS file not found: {exc.filename} (run `make certs` or set --cert-file/--key-file)") from None
     except (ssl.SSLError, OSError) as exc:
         raise TLSFileError(f"cannot load TLS certificate {cert_file} / key {key_file}: {exc}") from None
 
