@@ -40,7 +40,7 @@ system-deps:
 	fi
 
 lint: venv
-	$(VENV)/bin/ruff check webhook tests bench
+	$(VENV)/bin/ruff check webhook tests bench tools
 	$(VENV)/bin/mypy
 
 test: venv system-deps lint
