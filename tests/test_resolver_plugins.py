@@ -1,0 +1,73 @@
+"""How the resolver consumes plugin answers: order, precedence, canonical types, the input it sends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from tests.factories import owner, pod
+from webhook.plugins import PluginAnswer
+from webhook.resolver import Resolver, ResolverSettings, plugin_input
+
+
+class Recording:
+    """A PluginSet that answers from a list and remembers what it was asked and how far it got."""
+
+    def __init__(self, answers: list[tuple[str, str, str]]) -> None:
+        self._answers = answers
+        self.names = tuple(a[0] for a in answers)
+        self.inputs: list[str] = []
+        self.consumed = 0
+
+    def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
+        self.inputs.append(meta_json)
+        for name, wtype, wname in self._answers:
+            self.consumed += 1
+            yield PluginAnswer(name, wtype, wname)
+
+
+UNKNOWN = pod(name="w-0", namespace=None, owners=[owner("example.com/v1", "Widget", "w")])["metadata"]
+KNOWN = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")])["metadata"]
+
+
+def test_plugins_are_asked_only_when_rules_do_not_resolve() -> None:
+    plugins = Recording([("a", "deployment", "from-plugin")])
+    found = Resolver().resolve(KNOWN, "default", plugins)
+    assert found is not None and found.resolved_by == "builtin:statefulset"
+    assert plugins.inputs == []
+    found = Resolver().resolve(UNKNOWN, "prod", plugins)
+    assert found is not None
+    assert (found.workload_type, found.workload_name, found.platform, found.resolved_by) == (
+        "Deployment", "from-plugin", None, "plugin:a")
+
+
+def test_plugins_first_setting() -> None:
+    plugins = Recording([("a", "DaemonSet", "claimed")])
+    found = Resolver(ResolverSettings(plugins_first=True)).resolve(KNOWN, "default", plugins)
+    assert found is not None and (found.workload_type, found.resolved_by) == ("DaemonSet", "plugin:a")
+    nothing = Recording([])
+    found = Resolver(ResolverSettings(plugins_first=True)).resolve(KNOWN, "default", nothing)
+    assert found is not None and found.resolved_by == "builtin:statefulset"
+
+
+def test_unknown_types_are_passed_over_lazily_unless_custom_types_are_allowed() -> None:
+    plugins = Recording([("a", "Gizmo", "g"), ("b", "STATEFULSET", "s"), ("c", "Job", "never-asked")])
+    found = Resolver().resolve(UNKNOWN, "ns", plugins)
+    assert found is not None and (found.workload_type, found.workload_name, found.resolved_by) == (
+        "StatefulSet", "s", "plugin:b")
+    assert plugins.consumed == 2  # the third plugin never ran
+    custom = Resolver(ResolverSettings(allow_custom_types=True)).resolve(UNKNOWN, "ns", Recording([("a", "Gizmo", "g")]))
+    assert custom is not None and custom.workload_type == "Gizmo"
+
+
+def test_plugin_input_is_the_metadata_with_the_request_namespace() -> None:
+    plugins = Recording([])
+    Resolver().resolve(UNKNOWN, "prod", plugins)
+    sent = json.loads(plugins.inputs[0])
+    assert sent == {**UNKNOWN, "namespace": "prod"}
+    assert json.loads(plugin_input({"namespace": "own", "name": "x"}, "req")) == {"namespace": "own", "name": "x"}
+    assert "namespace" not in UNKNOWN  # the caller's dict is not modified
+
+
+def test_plugin_input_survives_numbers_orjson_refuses() -> None:
+    assert json.loads(plugin_input({"n": 2**70}, None)) == {"n": 2**70}
