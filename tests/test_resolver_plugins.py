@@ -61,8 +61,8 @@ def test_unknown_types_are_passed_over_lazily_unless_custom_types_are_allowed() 
 
 
 def test_plugin_input_is_the_metadata_with_the_request_namespace() -> None:
-    plugins = Recording([])
-    Resolver().resolve(UNKNOWN, "prod", plugins)
+    plugins = Recording([("a", "Gizmo", "not-accepted")])
+    assert Resolver().resolve(UNKNOWN, "prod", plugins) is None
     sent = json.loads(plugins.inputs[0])
     assert sent == {**UNKNOWN, "namespace": "prod"}
     assert json.loads(plugin_input({"namespace": "own", "name": "x"}, "req")) == {"namespace": "own", "name": "x"}
