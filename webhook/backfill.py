@@ -262,8 +262,8 @@ class Progress:
     def update(self, counts: Counter[str], seen: int, remaining: int | None) -> None:
         if not self.tty and seen % self.every:
             return
-        elapsed = max(self.clock() - self.start, 1e-9)
-        rate = seen / elapsed
+        elapsed = self.clock() - self.start
+        rate = seen / elapsed if elapsed >= 0.1 else 0.0
         total = seen + remaining if remaining is not None else None
         eta = f"ETA {remaining / rate:.0f}s" if remaining is not None and rate > 0 else "ETA ?"
         done = f"{seen}/{total}" if total is not None else f"{seen}"
@@ -272,10 +272,10 @@ class Progress:
             width = 24
             filled = int(width * seen / total) if total else 0
             bar = "#" * filled + "-" * (width - filled)
-            self.out.write(f"\r\x1b[2K[{bar}] {done} Pods  {rate:.0f}/s  {eta}  {summary}")
+            self.out.write(f"\r\x1b[2K[{bar}] {done} Pods  {rate:.0f}/s  {eta}  {summary}".rstrip())
             self.drawn = True
         else:
-            self.out.write(f"progress: {done} Pods, {rate:.0f}/s, {eta}, {summary}\n")
+            self.out.write(", ".join(p for p in (f"progress: {done} Pods", f"{rate:.0f}/s", eta, summary) if p) + "\n")
         self.out.flush()
 
     def finish(self) -> None:
