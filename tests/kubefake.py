@@ -59,8 +59,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def status_body(code: int, reason: str, message: str, **meta: str) -> dict[str, Any]:
     return {
-        "kind": "Status", "apiVersion": "v1", "metadata": meta, "status": "Failure",
-        "message": message, "reason": reason, "code": code,
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": meta,
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
     }
 
 
@@ -169,15 +174,20 @@ class FakeCluster:
         fault = self._take("PATCH", key)
         if fault:
             return await self._fail(request, fault)
-        if request.content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-            return web.json_response(status_body(415, "UnsupportedMediaType", request.content_type), status=415)
+        if request.content_type not in (
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ):
+            return web.json_response(
+                status_body(415, "UnsupportedMediaType", request.content_type), status=415
+            )
         with self.lock:
             pod = self.pods.get(key)
             if pod is None:
                 return web.json_response(status_body(404, "NotFound", f'pods "{key}" not found'), status=404)
             want_rv = (body.get("metadata") or {}).get("resourceVersion")
             if want_rv is not None and want_rv != pod["metadata"]["resourceVersion"]:
-                msg = "the object has been modified; please apply your changes to the latest version and try again"
+                msg = "the object has been modified; please apply your changes to the latest version"
                 return web.json_response(status_body(409, "Conflict", msg), status=409)
             self.rv += 1
             patched = merge_patch(pod, body)

@@ -32,8 +32,10 @@ Shape = Callable[[int], tuple[dict[str, Any], Truth]]
 
 
 def _deployment(i: int) -> tuple[dict[str, Any], Truth]:
-    meta = {"labels": {"app": f"web{i}", "pod-template-hash": "7d9f8b6c5"},
-            "ownerReferences": _owner("apps/v1", "ReplicaSet", f"web{i}-7d9f8b6c5")}
+    meta = {
+        "labels": {"app": f"web{i}", "pod-template-hash": "7d9f8b6c5"},
+        "ownerReferences": _owner("apps/v1", "ReplicaSet", f"web{i}-7d9f8b6c5"),
+    }
     return meta, Truth("Deployment", f"web{i}", None, "builtin:deployment", ("apps/v1", "ReplicaSet"))
 
 
@@ -43,8 +45,10 @@ def _replicaset(i: int) -> tuple[dict[str, Any], Truth]:
 
 
 def _rollout(i: int) -> tuple[dict[str, Any], Truth]:
-    meta = {"labels": {"rollouts-pod-template-hash": "5c4b8"},
-            "ownerReferences": _owner("apps/v1", "ReplicaSet", f"canary{i}-5c4b8")}
+    meta = {
+        "labels": {"rollouts-pod-template-hash": "5c4b8"},
+        "ownerReferences": _owner("apps/v1", "ReplicaSet", f"canary{i}-5c4b8"),
+    }
     return meta, Truth("Rollout", f"canary{i}", None, "builtin:argo-rollout", ("apps/v1", "ReplicaSet"))
 
 
@@ -69,56 +73,95 @@ def _job(i: int) -> tuple[dict[str, Any], Truth]:
 
 
 def _deploymentconfig(i: int) -> tuple[dict[str, Any], Truth]:
-    meta = {"annotations": {"openshift.io/deployment-config.name": f"shop{i}"},
-            "ownerReferences": _owner("v1", "ReplicationController", f"shop{i}-3")}
-    return meta, Truth("DeploymentConfig", f"shop{i}", "OpenShift", "builtin:openshift-deploymentconfig",
-                       ("v1", "ReplicationController"))
+    meta = {
+        "annotations": {"openshift.io/deployment-config.name": f"shop{i}"},
+        "ownerReferences": _owner("v1", "ReplicationController", f"shop{i}-3"),
+    }
+    return meta, Truth(
+        "DeploymentConfig",
+        f"shop{i}",
+        "OpenShift",
+        "builtin:openshift-deploymentconfig",
+        ("v1", "ReplicationController"),
+    )
 
 
 def _rc(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("v1", "ReplicationController", f"legacy{i}")}
-    return meta, Truth("ReplicationController", f"legacy{i}", None, "builtin:replicationcontroller",
-                       ("v1", "ReplicationController"))
+    return meta, Truth(
+        "ReplicationController",
+        f"legacy{i}",
+        None,
+        "builtin:replicationcontroller",
+        ("v1", "ReplicationController"),
+    )
 
 
 def _cloneset(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("apps.kruise.io/v1alpha1", "CloneSet", f"cs{i}")}
-    return meta, Truth("CloneSet", f"cs{i}", "OpenKruise", "builtin:openkruise-cloneset",
-                       ("apps.kruise.io/v1alpha1", "CloneSet"))
+    return meta, Truth(
+        "CloneSet",
+        f"cs{i}",
+        "OpenKruise",
+        "builtin:openkruise-cloneset",
+        ("apps.kruise.io/v1alpha1", "CloneSet"),
+    )
 
 
 def _kruise_sts(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("apps.kruise.io/v1beta1", "StatefulSet", f"ksts{i}")}
-    return meta, Truth("StatefulSet", f"ksts{i}", "OpenKruise", "builtin:openkruise-statefulset",
-                       ("apps.kruise.io/v1beta1", "StatefulSet"))
+    return meta, Truth(
+        "StatefulSet",
+        f"ksts{i}",
+        "OpenKruise",
+        "builtin:openkruise-statefulset",
+        ("apps.kruise.io/v1beta1", "StatefulSet"),
+    )
 
 
 def _kruise_ds(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("apps.kruise.io/v1alpha1", "DaemonSet", f"kds{i}")}
-    return meta, Truth("DaemonSet", f"kds{i}", "OpenKruise", "builtin:openkruise-daemonset",
-                       ("apps.kruise.io/v1alpha1", "DaemonSet"))
+    return meta, Truth(
+        "DaemonSet",
+        f"kds{i}",
+        "OpenKruise",
+        "builtin:openkruise-daemonset",
+        ("apps.kruise.io/v1alpha1", "DaemonSet"),
+    )
 
 
 def _opengauss(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("opengauss.sig/v1", "OpenGaussCluster", f"og{i}")}
-    return meta, Truth("StatefulSet", f"og{i}", "OpenGauss", "builtin:opengauss",
-                       ("opengauss.sig/v1", "OpenGaussCluster"))
+    return meta, Truth(
+        "StatefulSet", f"og{i}", "OpenGauss", "builtin:opengauss", ("opengauss.sig/v1", "OpenGaussCluster")
+    )
 
 
 def _inplaceset(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("apps.example.com/v1", "InPlaceSet", f"ips{i}")}
-    return meta, Truth("Deployment", f"ips{i}", None, "builtin:inplaceset", ("apps.example.com/v1", "InPlaceSet"))
+    return meta, Truth(
+        "Deployment", f"ips{i}", None, "builtin:inplaceset", ("apps.example.com/v1", "InPlaceSet")
+    )
 
 
 def _sts_plus(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("platform.tkestack.io/v1", "StatefulSetPlus", f"stsp{i}")}
-    return meta, Truth("StatefulSet", f"stsp{i}", None, "builtin:tke-statefulsetplus",
-                       ("platform.tkestack.io/v1", "StatefulSetPlus"))
+    return meta, Truth(
+        "StatefulSet",
+        f"stsp{i}",
+        None,
+        "builtin:tke-statefulsetplus",
+        ("platform.tkestack.io/v1", "StatefulSetPlus"),
+    )
 
 
 def _virtual_kubelet(i: int) -> tuple[dict[str, Any], Truth]:
-    meta = {"labels": {"virtual-kubelet.io/provider-cluster-type": "serverless",
-                       "virtual-kubelet.io/provider-resource-name": f"fn{i}-0"}}
+    meta = {
+        "labels": {
+            "virtual-kubelet.io/provider-cluster-type": "serverless",
+            "virtual-kubelet.io/provider-resource-name": f"fn{i}-0",
+        }
+    }
     return meta, Truth("Deployment", f"fn{i}", None, "builtin:virtual-kubelet", ("", "(no owner)"))
 
 
@@ -137,14 +180,38 @@ def _spark(i: int) -> tuple[dict[str, Any], Truth]:
 
 
 def _mirror(i: int) -> tuple[dict[str, Any], Truth]:
-    meta = {"ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": f"node{i}", "uid": "n", "controller": True}]}
+    meta = {
+        "ownerReferences": [
+            {"apiVersion": "v1", "kind": "Node", "name": f"node{i}", "uid": "n", "controller": True}
+        ]
+    }
     return meta, Truth(None, None, None, None, ("v1", "Node"))
 
 
 SHAPES: tuple[Shape, ...] = (
-    _deployment, _deployment, _deployment, _replicaset, _rollout, _statefulset, _daemonset, _cronjob, _job,
-    _deploymentconfig, _rc, _cloneset, _kruise_sts, _kruise_ds, _opengauss, _inplaceset, _sts_plus,
-    _virtual_kubelet, _bare, _workflow, _workflow, _spark, _mirror,
+    _deployment,
+    _deployment,
+    _deployment,
+    _replicaset,
+    _rollout,
+    _statefulset,
+    _daemonset,
+    _cronjob,
+    _job,
+    _deploymentconfig,
+    _rc,
+    _cloneset,
+    _kruise_sts,
+    _kruise_ds,
+    _opengauss,
+    _inplaceset,
+    _sts_plus,
+    _virtual_kubelet,
+    _bare,
+    _workflow,
+    _workflow,
+    _spark,
+    _mirror,
 )
 
 # How the Pod is annotated already: nothing, fully and correctly, partly, with a stale
@@ -201,7 +268,10 @@ def make_pod(i: int, namespaces: int = 7) -> GenPod:
             "uid": f"00000000-0000-0000-0000-{i:012d}",
             **({"annotations": annotations} if annotations else {}),
         },
-        "spec": {"containers": [{"name": "main", "image": "registry.example/app:1.0"}], "nodeName": f"node{i % 5}"},
+        "spec": {
+            "containers": [{"name": "main", "image": "registry.example/app:1.0"}],
+            "nodeName": f"node{i % 5}",
+        },
         "status": {"phase": "Running"},
     }
     return GenPod(full, truth, state)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.kubefake import Fault, FakeCluster, serve, status_body
+from tests.kubefake import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods
 from webhook import audit
 from webhook.config import Config
@@ -25,8 +25,14 @@ from webhook.podlist import ListScope, LiveLister, file_pods
 from webhook.resolver import Resolver
 
 PREFIX = "workload-tagger.io/"
-EXPECTED_STATUS = {"missing": "missing", "partial": "missing", "correct": "correct", "stale": "stale",
-                   "user": "stale", "unresolved": "unresolved"}
+EXPECTED_STATUS = {
+    "missing": "missing",
+    "partial": "missing",
+    "correct": "correct",
+    "stale": "stale",
+    "user": "stale",
+    "unresolved": "unresolved",
+}
 
 
 class ArgoPlugin:
@@ -66,7 +72,9 @@ def expected_report(gen: list[GenPod], plugin_claims_workflows: bool = False) ->
     return {"status": status, "byType": by_type, "byPlatform": by_platform, "gaps": gaps}
 
 
-def lister(api: object, page: int = 250, namespace: str | None = None, notices: list[str] | None = None) -> LiveLister:
+def lister(
+    api: object, page: int = 250, namespace: str | None = None, notices: list[str] | None = None
+) -> LiveLister:
     sink = notices if notices is not None else []
     return LiveLister(api, ListScope(namespace, page), notice=sink.append, sleep=lambda _s: None)
 
@@ -165,8 +173,13 @@ def test_dropped_connection_and_429_on_a_page_are_retried() -> None:
 
 def test_forbidden_list_is_one_line_exit_2() -> None:
     cluster = FakeCluster([g.pod for g in make_pods(10)])
-    cluster.fault("LIST", "LIST#1", Fault(403, body=status_body(
-        403, "Forbidden", 'pods is forbidden: User "x" cannot list resource "pods"')))
+    cluster.fault(
+        "LIST",
+        "LIST#1",
+        Fault(
+            403, body=status_body(403, "Forbidden", 'pods is forbidden: User "x" cannot list resource "pods"')
+        ),
+    )
     with serve(cluster) as api, pytest.raises(CLIError) as err:
         audit.build_report(lister(api), Resolver(), EMPTY, PREFIX)
     assert err.value.code == 2
@@ -201,7 +214,9 @@ def test_renderers() -> None:
     table = audit.render(report, "table")
     assert table.startswith(f"Pods: 230   annotated and correct: {report.status['correct']}")
     for gap in report.unresolved_owners():
-        assert any(gap.kind in line and str(gap.count) in line and gap.example in line for line in table.splitlines())
+        assert any(
+            gap.kind in line and str(gap.count) in line and gap.example in line for line in table.splitlines()
+        )
     assert "UNRESOLVED OWNER KINDS" in table and "OpenKruise" in table
 
 
@@ -217,8 +232,9 @@ def args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_run_on_a_file_and_stdin(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_on_a_file_and_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     gen = make_pods(120)
     path = tmp_path / "pods.yaml"
     path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [g.pod for g in gen]}))
@@ -228,7 +244,9 @@ def test_run_on_a_file_and_stdin(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert out["status"] == dict(expected_report(gen)["status"])  # type: ignore[call-overload]
 
     only = [g for g in gen if g.pod["metadata"]["namespace"] == "ns-2"]
-    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"kind": "PodList", "items": [g.pod for g in gen]})))
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO(json.dumps({"kind": "PodList", "items": [g.pod for g in gen]}))
+    )
     assert audit.run(args("-", "-n", "ns-2", "--format", "json"), Config(), plugins=EMPTY) == 0
     assert orjson.loads(capsys.readouterr().out)["total"] == len(only)
 
@@ -248,8 +266,14 @@ def test_run_live_uses_the_api_and_needs_a_scope(capsys: pytest.CaptureFixture[s
 def test_stale_means_our_key_disagrees() -> None:
     from webhook.inputs import PodInput
 
-    pod = {"metadata": {"name": "p", "namespace": "n", "annotations": {K_TYPE: "Deployment", K_NAME: "mine"},
-                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}]}}
+    pod = {
+        "metadata": {
+            "name": "p",
+            "namespace": "n",
+            "annotations": {K_TYPE: "Deployment", K_NAME: "mine"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}],
+        }
+    }
     a = audit.assess(PodInput("t", pod), Resolver(), EMPTY, PREFIX)
     assert a.status == "stale"
     assert a.stale == {K_TYPE: "StatefulSet", K_NAME: "db"}
@@ -260,3 +284,17 @@ def test_unreadable_file_is_one_line() -> None:
     with pytest.raises(CLIError) as err:
         list(file_pods("/nonexistent/pods.json", None))
     assert err.value.code == 2 and "cannot read /nonexistent/pods.json" in str(err.value)
+
+
+def test_the_example_cluster_file(capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).parent.parent / "examples" / "cluster-pods.json"
+    items = json.loads(path.read_text())["items"]
+    assert audit.run(args(str(path), "--format", "json"), Config(), plugins=EMPTY) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["total"] == len(items) == sum(report["status"].values())
+    assert all(report["status"][s] > 0 for s in audit.STATUSES)  # the sample shows every case
+    names = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in items}
+    assert all(g["example"] in names for g in report["unresolvedOwners"])
+    assert sum(g["count"] for g in report["unresolvedOwners"]) == report["status"]["unresolved"]
+    assert audit.run(args(str(path)), Config(), plugins=EMPTY) == 0
+    assert "Next: `workload-tagger backfill -A --apply`" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.kubefake import Fault, FakeCluster, serve, status_body
+from tests.kubefake import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods, wanted
 from webhook import audit, backfill
 from webhook.config import Config
@@ -33,16 +33,24 @@ def expected_change(g: GenPod, overwrite: bool) -> dict[str, Any]:
     return change
 
 
-def run_backfill(api: Any, apply: bool, overwrite: bool = False, page: int = 250,
-                 slept: list[float] | None = None) -> tuple[backfill.BackfillResult, str]:
+def run_backfill(
+    api: Any, apply: bool, overwrite: bool = False, page: int = 250, slept: list[float] | None = None
+) -> tuple[backfill.BackfillResult, str]:
     out = io.StringIO()
     sleep = (slept if slept is not None else []).append
     resolver = Resolver()
     lister = LiveLister(api, ListScope(None, page), sleep=sleep)
     patcher = backfill.Patcher(api, resolver, EMPTY, PREFIX, overwrite, sleep=sleep) if apply else None
-    result = backfill.backfill(lister, resolver, EMPTY, PREFIX, patcher=patcher, overwrite_stale=overwrite,
-                               progress=backfill.Progress(out, tty=False, every=1000),
-                               remaining=lambda: lister.remaining)
+    result = backfill.backfill(
+        lister,
+        resolver,
+        EMPTY,
+        PREFIX,
+        patcher=patcher,
+        overwrite_stale=overwrite,
+        progress=backfill.Progress(out, tty=False, every=1000),
+        remaining=lambda: lister.remaining,
+    )
     return result, out.getvalue()
 
 
@@ -61,7 +69,9 @@ def test_dry_run_shows_the_plan_and_writes_nothing() -> None:
     assert result.exit_code == 0
     assert cluster.requests("PATCH") == []
     lines = [line for line in out.splitlines() if line.startswith("would patch ")]
-    assert [line.split()[2].rstrip(":") for line in lines] == [g.key for g in sorted(need, key=lambda g: g.key)]
+    assert [line.split()[2].rstrip(":") for line in lines] == [
+        g.key for g in sorted(need, key=lambda g: g.key)
+    ]
     assert out.count("progress: 1000/1200 Pods") == 1
     assert "dry run: nothing was written" in result.summary(False)
 
@@ -80,12 +90,16 @@ def test_apply_patches_exactly_the_pods_that_need_it_once_then_nothing() -> None
     for p in patches:
         g = by_key[pod_name(p.path)]
         assert p.content_type == "application/merge-patch+json"
-        assert p.body == {"metadata": {"annotations": need[g.key],
-                                       "resourceVersion": g.pod["metadata"]["resourceVersion"]}}
+        assert p.body == {
+            "metadata": {"annotations": need[g.key], "resourceVersion": g.pod["metadata"]["resourceVersion"]}
+        }
     assert first.counts[backfill.PATCHED] == len(need) and first.exit_code == 0
     # users' values were kept: "user" Pods still carry their own name, stale ones their old type
-    assert all(cluster.pods[g.key]["metadata"]["annotations"][K_NAME] == "set-by-hand"
-               for g in gen if g.state == "user")
+    assert all(
+        cluster.pods[g.key]["metadata"]["annotations"][K_NAME] == "set-by-hand"
+        for g in gen
+        if g.state == "user"
+    )
     # the second run writes nothing
     assert len(cluster.requests("PATCH")) == len(patches)
     assert second.counts[backfill.PATCHED] == 0 and second.exit_code == 0
@@ -106,8 +120,12 @@ def test_overwrite_stale_rewrites_only_our_disagreeing_keys() -> None:
     assert bodies == need
     stale = [g for g in gen if g.state == "stale"]
     assert stale and all(bodies[g.key] == {K_TYPE: g.truth.wtype} for g in stale)
-    assert all(cluster.pods[g.key]["metadata"]["annotations"] | wanted(g.truth)
-               == cluster.pods[g.key]["metadata"]["annotations"] for g in gen if g.truth.wtype)
+    assert all(
+        cluster.pods[g.key]["metadata"]["annotations"] | wanted(g.truth)
+        == cluster.pods[g.key]["metadata"]["annotations"]
+        for g in gen
+        if g.truth.wtype
+    )
     assert again.counts[backfill.PATCHED] == 0 and result.exit_code == 0
 
 
@@ -130,11 +148,20 @@ def test_per_pod_failures_are_handled_and_the_run_goes_on() -> None:
             for pod in lister:
                 if pod.label == conflict and not changed_mid_run["done"]:
                     changed_mid_run["done"] = True
-                    cluster.touch(conflict, {K_NAME: "user-wrote-this"})  # a user writes between list and patch
+                    cluster.touch(
+                        conflict, {K_NAME: "user-wrote-this"}
+                    )  # a user writes between list and patch
                 yield pod
 
-        result = backfill.backfill(pods(), Resolver(), EMPTY, PREFIX, patcher=patcher, overwrite_stale=False,
-                                   progress=backfill.Progress(io.StringIO(), tty=False))
+        result = backfill.backfill(
+            pods(),
+            Resolver(),
+            EMPTY,
+            PREFIX,
+            patcher=patcher,
+            overwrite_stale=False,
+            progress=backfill.Progress(io.StringIO(), tty=False),
+        )
     patches = Counter(pod_name(p.path) for p in cluster.requests("PATCH"))
     assert result.counts[backfill.GONE] == 1 and patches[gone] == 1
     assert 7.0 in slept and patches[throttled] == 2
@@ -154,13 +181,17 @@ def test_forbidden_stops_with_one_line_naming_the_permission() -> None:
     gen = make_pods(300)
     cluster = FakeCluster([g.pod for g in gen])
     first = sorted(g.key for g in gen if expected_change(g, False))[0]
-    msg = 'pods "x" is forbidden: User "system:serviceaccount:wt:workload-tagger" cannot patch resource "pods"'
+    msg = (
+        'pods "x" is forbidden: User "system:serviceaccount:wt:workload-tagger" cannot patch resource "pods"'
+    )
     cluster.fault("PATCH", first, Fault(403, body=status_body(403, "Forbidden", msg)))
     parser = argparse.ArgumentParser()
     backfill.add_arguments(parser)
     out = io.StringIO()
     with serve(cluster) as api, pytest.raises(CLIError) as err:
-        backfill.run(parser.parse_args(["-A", "--apply", "--qps", "1000"]), Config(), plugins=EMPTY, api=api, out=out)
+        backfill.run(
+            parser.parse_args(["-A", "--apply", "--qps", "1000"]), Config(), plugins=EMPTY, api=api, out=out
+        )
     assert err.value.code == 2
     assert "grant pods patch" in str(err.value) and "\n" not in str(err.value)
     assert len(cluster.requests("PATCH")) == 1
@@ -173,10 +204,16 @@ def test_run_exit_codes_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     backfill.add_arguments(parser)
     with serve(cluster) as api:
-        dry = backfill.run(parser.parse_args(["-n", "ns-1", "--qps", "1000"]), Config(), plugins=EMPTY, api=api)
+        dry = backfill.run(
+            parser.parse_args(["-n", "ns-1", "--qps", "1000"]), Config(), plugins=EMPTY, api=api
+        )
         assert dry == 0 and cluster.requests("PATCH") == []
-        applied = backfill.run(parser.parse_args(["-n", "ns-1", "--apply", "--qps", "1000", "--page-size", "9"]),
-                               Config(), plugins=EMPTY, api=api)
+        applied = backfill.run(
+            parser.parse_args(["-n", "ns-1", "--apply", "--qps", "1000", "--page-size", "9"]),
+            Config(),
+            plugins=EMPTY,
+            api=api,
+        )
         with pytest.raises(CLIError) as err:
             backfill.run(parser.parse_args(["--apply"]), Config(), plugins=EMPTY, api=api)
     assert applied == 0 and err.value.code == 2
@@ -227,3 +264,38 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise() -> None:
     for seen in range(1, 6):
         lines.update(Counter(), seen, None)
     assert plain.getvalue().splitlines() == ["progress: 2 Pods, 1/s, ETA ?", "progress: 4 Pods, 2/s, ETA ?"]
+
+
+def test_backfill_overlay_grants_only_pod_get_list_patch_to_its_own_account() -> None:
+    from pathlib import Path
+
+    import kubernetes_validate
+    import yaml
+
+    root = Path(__file__).parent.parent / "manifests" / "overlays" / "backfill"
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
+    assert "../../base" in kustomization["resources"]
+    docs = [
+        d
+        for f in kustomization["resources"]
+        if f.endswith(".yaml")
+        for d in yaml.safe_load_all((root / f).read_text())
+    ]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    by_kind = {d["kind"]: d for d in docs}
+    assert by_kind["ClusterRole"]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]}
+    ]
+    subjects = by_kind["ClusterRoleBinding"]["subjects"]
+    assert subjects == [
+        {"kind": "ServiceAccount", "name": "workload-tagger-backfill", "namespace": "workload-tagger"}
+    ]
+    pod = by_kind["Job"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "workload-tagger-backfill"
+    argv = pod["containers"][0]["args"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command")
+    backfill.add_arguments(parser)
+    parsed = parser.parse_args(argv)
+    assert parsed.command == "backfill" and parsed.all_namespaces and parsed.apply

@@ -37,9 +37,15 @@ async def test_audit_and_backfill_against_kmock(kmock: Any) -> None:
         resolver = Resolver()
         before = audit.build_report(LiveLister(api, ListScope(None, 100)), resolver, EMPTY, PREFIX)
         patcher = backfill.Patcher(api, resolver, EMPTY, PREFIX, overwrite_stale=False)
-        result = backfill.backfill(LiveLister(api, ListScope(None, 100)), resolver, EMPTY, PREFIX,
-                                   patcher=patcher, overwrite_stale=False,
-                                   progress=backfill.Progress(io.StringIO(), tty=False))
+        result = backfill.backfill(
+            LiveLister(api, ListScope(None, 100)),
+            resolver,
+            EMPTY,
+            PREFIX,
+            patcher=patcher,
+            overwrite_stale=False,
+            progress=backfill.Progress(io.StringIO(), tty=False),
+        )
         after = audit.build_report(LiveLister(api, ListScope(None, 100)), resolver, EMPTY, PREFIX)
         return before, result, after
 
@@ -49,14 +55,19 @@ async def test_audit_and_backfill_against_kmock(kmock: Any) -> None:
         api.api_client.close()
     assert before.total == after.total == 230
     need = [g for g in gen if g.truth.wtype and g.state in ("missing", "partial", "user")]
-    assert result.counts[backfill.PATCHED] == len(need) == before.status["missing"] + sum(
-        1 for g in gen if g.state == "user")
+    assert (
+        result.counts[backfill.PATCHED]
+        == len(need)
+        == before.status["missing"] + sum(1 for g in gen if g.state == "user")
+    )
     assert after.status["missing"] == 0
     for g in need:
         stored = kmock.objects["v1/pods", g.pod["metadata"]["namespace"], g.pod["metadata"]["name"]]
         annotations = stored["metadata"]["annotations"]
         for key, value in wanted(g.truth).items():
-            assert annotations[key] == (value if g.state != "user" or not key.endswith("-name") else "set-by-hand")
+            assert annotations[key] == (
+                value if g.state != "user" or not key.endswith("-name") else "set-by-hand"
+            )
     patches = [r for r in kmock if r.method == "PATCH"]
     assert len(patches) == len(need)
     assert {r.headers.get("Content-Type") for r in patches} == {"application/merge-patch+json"}

@@ -87,7 +87,12 @@ class OwnerGap:
     example: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"apiVersion": self.api_version, "kind": self.kind, "count": self.count, "example": self.example}
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "count": self.count,
+            "example": self.example,
+        }
 
 
 @dataclass
@@ -139,7 +144,11 @@ class AuditReport:
 
 
 def build_report(
-    pods: Iterable[PodInput], resolver: Resolver, plugins: PluginSet, prefix: str, deadline_s: float | None = None
+    pods: Iterable[PodInput],
+    resolver: Resolver,
+    plugins: PluginSet,
+    prefix: str,
+    deadline_s: float | None = None,
 ) -> AuditReport:
     report = AuditReport()
     for pod in pods:
@@ -152,7 +161,10 @@ def _table(title: str, headers: tuple[str, ...], rows: list[tuple[Any, ...]]) ->
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
 
     def line(values: tuple[str, ...]) -> str:
-        return "  ".join(v.rjust(w) if v.isdigit() or v.endswith("%") else v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if v.isdigit() or v.endswith("%") else v.ljust(w)
+            for v, w in zip(values, widths, strict=True)
+        ).rstrip()
 
     out = [title, line(headers)]
     out += [line(r) for r in cells] if cells else ["  (none)"]
@@ -165,16 +177,37 @@ def _pct(n: int, total: int) -> str:
 
 def render_table(report: AuditReport) -> str:
     t = report.total
-    lines = [f"Pods: {t}   annotated and correct: {report.status[CORRECT]} ({_pct(report.status[CORRECT], t)})", ""]
-    lines += _table("ANNOTATIONS", ("STATUS", "PODS", "SHARE"), [(s, report.status[s], _pct(report.status[s], t)) for s in STATUSES])
-    lines += _table("WORKLOAD TYPES", ("TYPE", "PODS"), sorted(report.by_type.items(), key=lambda kv: (-kv[1], kv[0])))
-    lines += _table("PLATFORMS", ("PLATFORM", "PODS"), sorted(report.by_platform.items(), key=lambda kv: (-kv[1], kv[0])))
-    lines += _table("RESOLVED BY", ("RULE OR PLUGIN", "PODS"), sorted(report.by_resolver.items(), key=lambda kv: (-kv[1], kv[0])))
+    lines = [
+        f"Pods: {t}   annotated and correct: {report.status[CORRECT]} ({_pct(report.status[CORRECT], t)})",
+        "",
+    ]
+    lines += _table(
+        "ANNOTATIONS",
+        ("STATUS", "PODS", "SHARE"),
+        [(s, report.status[s], _pct(report.status[s], t)) for s in STATUSES],
+    )
+    lines += _table(
+        "WORKLOAD TYPES", ("TYPE", "PODS"), sorted(report.by_type.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    lines += _table(
+        "PLATFORMS", ("PLATFORM", "PODS"), sorted(report.by_platform.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    lines += _table(
+        "RESOLVED BY",
+        ("RULE OR PLUGIN", "PODS"),
+        sorted(report.by_resolver.items(), key=lambda kv: (-kv[1], kv[0])),
+    )
     lines += _table(
         "UNRESOLVED OWNER KINDS (write a plugin for these)",
         ("APIVERSION", "KIND", "PODS", "EXAMPLE POD"),
         [(g.api_version or "-", g.kind, g.count, g.example) for g in report.unresolved_owners()],
     )
+    missing, stale = report.status[MISSING], report.status[STALE]
+    if missing or stale:
+        lines.append(
+            f"Next: `workload-tagger backfill -A --apply` adds the missing annotations ({missing} Pods); "
+            f"--overwrite-stale also rewrites the stale ones ({stale} Pods)."
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -225,8 +258,10 @@ def live_scope(args: argparse.Namespace) -> ListScope:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "file", nargs="?", metavar="FILE",
-        help="Pods from a file (kubectl get pods -A -o json; JSON or YAML; - for stdin) instead of the cluster",
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="read Pods from a file (kubectl get pods -A -o json; JSON or YAML; - for stdin)",
     )
     add_scope_arguments(parser)
     parser.add_argument("--format", choices=("table", "json", "yaml"), default="table", help="output format")

@@ -85,7 +85,9 @@ def describe_change(assessment: Assessment, change: Mapping[str, str | None]) ->
     parts = []
     for key, value in change.items():
         if key in assessment.current:
-            parts.append(f"~{key}: {assessment.current[key]!r} -> {value!r}" if value is not None else f"-{key}")
+            parts.append(
+                f"~{key}: {assessment.current[key]!r} -> {value!r}" if value is not None else f"-{key}"
+            )
         else:
             parts.append(f"+{key}={value}")
     return " ".join(parts)
@@ -169,7 +171,7 @@ class Patcher:
                     return GONE, "Pod no longer exists"
                 if status.code in (401, 403):
                     raise Forbidden(
-                        f"forbidden: cannot patch pods in namespace {assessment.namespace} ({status.message}); "
+                        f"forbidden: cannot patch pods in {assessment.namespace} ({status.message}); "
                         "grant pods patch (see manifests/overlays/backfill)"
                     ) from None
                 if status.code == 409 and conflicts < self.conflicts:
@@ -204,8 +206,10 @@ class Patcher:
             self._acquire()
             try:
                 resp = self.api.read_namespaced_pod(
-                    assessment.name, assessment.namespace,
-                    _request_timeout=self.request_timeout, _preload_content=False,
+                    assessment.name,
+                    assessment.namespace,
+                    _request_timeout=self.request_timeout,
+                    _preload_content=False,
                 )
                 try:
                     obj = orjson.loads(resp.data)
@@ -217,7 +221,7 @@ class Patcher:
                     return None
                 if status.code in (401, 403):
                     raise Forbidden(
-                        f"forbidden: cannot get pods in namespace {assessment.namespace} ({status.message}); "
+                        f"forbidden: cannot get pods in {assessment.namespace} ({status.message}); "
                         "grant pods get (see manifests/overlays/backfill)"
                     ) from None
                 if attempt < self.attempts:
@@ -243,8 +247,13 @@ def _resource_version(obj: Mapping[str, Any]) -> str | None:
 class Progress:
     """A one-line bar with counts and ETA on a terminal; plain lines (every ``every`` Pods) otherwise."""
 
-    def __init__(self, out: TextIO, tty: bool | None = None, every: int = 1000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        tty: bool | None = None,
+        every: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.out = out
         self.tty = out.isatty() if tty is None else tty
         self.every = every
@@ -275,7 +284,9 @@ class Progress:
             self.out.write(f"\r\x1b[2K[{bar}] {done} Pods  {rate:.0f}/s  {eta}  {summary}".rstrip())
             self.drawn = True
         else:
-            self.out.write(", ".join(p for p in (f"progress: {done} Pods", f"{rate:.0f}/s", eta, summary) if p) + "\n")
+            self.out.write(
+                ", ".join(p for p in (f"progress: {done} Pods", f"{rate:.0f}/s", eta, summary) if p) + "\n"
+            )
         self.out.flush()
 
     def finish(self) -> None:
@@ -356,15 +367,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_scope_arguments(parser)
     parser.add_argument("--apply", action="store_true", help="write the patches (default: only show them)")
     parser.add_argument(
-        "--overwrite-stale", action="store_true",
-        help="also rewrite our annotations whose value disagrees with resolution now (the webhook never does)",
+        "--overwrite-stale",
+        action="store_true",
+        help="also rewrite our annotations that disagree with resolution now (the webhook never does)",
     )
     parser.add_argument("--qps", type=float, default=20.0, help="API requests per second (default 20)")
-    parser.add_argument("--burst", type=int, default=40, help="requests allowed at once above --qps (default 40)")
+    parser.add_argument(
+        "--burst", type=int, default=40, help="requests allowed at once above --qps (default 40)"
+    )
 
 
-def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = None, api: Any = None,
-        out: TextIO | None = None) -> int:
+def run(
+    args: argparse.Namespace,
+    config: Config,
+    plugins: PluginSet | None = None,
+    api: Any = None,
+    out: TextIO | None = None,
+) -> int:
     """Exit 0 all applied (or dry run printed), 1 some Pods failed, 2 usage/permission/unreachable."""
     out = out or sys.stdout
     scope = live_scope(args)
@@ -381,11 +400,18 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
     lister = LiveLister(api, scope, notice=stderr_notice, limiter=limiter)
     patcher = (
         Patcher(api, resolver, plugins, config.prefix, args.overwrite_stale, limiter, notice=stderr_notice)
-        if args.apply else None
+        if args.apply
+        else None
     )
     result = backfill(
-        lister, resolver, plugins, config.prefix, patcher=patcher, overwrite_stale=args.overwrite_stale,
-        progress=Progress(out), remaining=lambda: lister.remaining,
+        lister,
+        resolver,
+        plugins,
+        config.prefix,
+        patcher=patcher,
+        overwrite_stale=args.overwrite_stale,
+        progress=Progress(out),
+        remaining=lambda: lister.remaining,
     )
     for label, detail in result.failures[:20]:
         print(f"failed: {label}: {detail}", file=sys.stderr)

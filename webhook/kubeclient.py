@@ -30,7 +30,7 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (urllib3.exceptions.HTTPError, C
 
 
 def client_configuration(config: Config) -> k8s.Configuration:
-    """The configured kubeconfig, else in-cluster, else the default kubeconfig; one error line if none works."""
+    """The configured kubeconfig, else in-cluster, else the default kubeconfig; else one error line."""
     conf = k8s.Configuration()
     try:
         if config.kubeconfig:
@@ -84,7 +84,9 @@ def api_status(exc: ApiException) -> ApiStatus:
     if not message:
         message = str(exc.reason or f"HTTP {exc.status}")
     headers = exc.headers or {}
-    return ApiStatus(int(exc.status or 0), one_line(message), retry_after_seconds(headers.get("Retry-After")), token)
+    return ApiStatus(
+        int(exc.status or 0), one_line(message), retry_after_seconds(headers.get("Retry-After")), token
+    )
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:

@@ -120,15 +120,21 @@ class LiveLister:
                 status = api_status(exc)
                 if status.code == 410 and token:
                     if status.continue_token:
-                        self.notice("the list's continue token expired; continuing from the server's newer snapshot")
+                        self.notice(
+                            "the list's continue token expired; continuing from the server's newer snapshot"
+                        )
                         token, resumed = status.continue_token, True
                         continue
-                    self.notice("the list's continue token expired; restarting the list (Pods already seen are skipped)")
+                    self.notice(
+                        "the list's continue token expired; restarting the list (skipping Pods seen already)"
+                    )
                     token, resumed = None, True
                     continue
                 if status.code in (401, 403):
                     verb = "list pods in " + self.scope.describe()
-                    raise CLIError(f"forbidden: cannot {verb} ({status.message}); grant pods list", 2) from None
+                    raise CLIError(
+                        f"forbidden: cannot {verb} ({status.message}); grant pods list", 2
+                    ) from None
                 if (status.code == 429 or status.code >= 500) and attempt < self.attempts:
                     wait = status.retry_after if status.retry_after is not None else backoff(attempt)
                     self.notice(f"listing Pods: HTTP {status.code}, retrying in {wait:.1f}s")
@@ -149,7 +155,10 @@ class LiveLister:
             meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
             remaining = meta.get("remainingItemCount")
             return Page(
-                body["items"], meta.get("continue") or None, remaining if isinstance(remaining, int) else None, resumed
+                body["items"],
+                meta.get("continue") or None,
+                remaining if isinstance(remaining, int) else None,
+                resumed,
             )
         raise CLIError("cannot list Pods: too many retries")  # unreachable: the loop raises or returns
 
