@@ -298,3 +298,16 @@ def test_the_example_cluster_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert sum(g["count"] for g in report["unresolvedOwners"]) == report["status"]["unresolved"]
     assert audit.run(args(str(path)), Config(), plugins=EMPTY) == 0
     assert "Next: `workload-tagger backfill -A --apply`" in capsys.readouterr().out
+
+
+def test_a_list_that_keeps_failing_ends_with_one_line() -> None:
+    cluster = FakeCluster([g.pod for g in make_pods(400)])
+    cluster.fault("LIST", "LIST#2", Fault(drop=True))
+    for n in range(3, 8):
+        cluster.fault("LIST", f"LIST#{n}", Fault(drop=True))
+    notices: list[str] = []
+    with serve(cluster) as api, pytest.raises(CLIError) as err:
+        audit.build_report(lister(api, page=100, notices=notices), Resolver(), EMPTY, PREFIX)
+    assert str(err.value).startswith("cannot list Pods: connection failed") and "\n" not in str(err.value)
+    assert len(cluster.requests("LIST")) == 6  # the first page, then 5 attempts at the second
+    assert len(notices) == 4

@@ -299,3 +299,15 @@ def test_backfill_overlay_grants_only_pod_get_list_patch_to_its_own_account() ->
     backfill.add_arguments(parser)
     parsed = parser.parse_args(argv)
     assert parsed.command == "backfill" and parsed.all_namespaces and parsed.apply
+
+
+def test_conflict_then_failing_reread_is_a_per_pod_failure() -> None:
+    gen = make_pods(120)
+    cluster = FakeCluster([g.pod for g in gen])
+    need = sorted(g.key for g in gen if expected_change(g, False))
+    cluster.fault("PATCH", need[0], Fault(409))
+    cluster.fault("GET", need[0], *[Fault(503)] * 5)
+    with serve(cluster) as api:
+        result, _ = run_backfill(api, apply=True)
+    assert result.failures == [(need[0], "conflict, then re-reading failed: HTTP 503")]
+    assert result.counts[backfill.PATCHED] == len(need) - 1 and result.exit_code == 1

@@ -284,8 +284,9 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
         pods = LiveLister(api, scope, notice=stderr_notice)
     if plugins is None:
         plugins = cli_plugins(config)
-    budget = config.review_budget_ms / 1000 if config.review_budget_ms > 0 else None
-    report = build_report(pods, resolver, plugins, config.prefix, budget)
+    # No review deadline: the CLI wants every Pod's answer; each plugin call stays bounded by its
+    # own instruction and memory budget. backfill resolves the same way, so the two agree.
+    report = build_report(pods, resolver, plugins, config.prefix)
     sys.stdout.write(render(report, args.format))
     return 0
 

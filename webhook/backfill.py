@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import orjson
 from kubernetes.client.exceptions import ApiException
 
 from webhook.audit import (
@@ -176,7 +177,12 @@ class Patcher:
                     ) from None
                 if status.code == 409 and conflicts < self.conflicts:
                     conflicts += 1
-                    fresh = self._reread(assessment)
+                    try:
+                        fresh = self._reread(assessment)
+                    except ApiException as reread_exc:
+                        return FAILED, f"conflict, then re-reading failed: HTTP {api_status(reread_exc).code}"
+                    except TRANSPORT_ERRORS as reread_exc:
+                        return FAILED, f"conflict, then re-reading failed: {type(reread_exc).__name__}"
                     if fresh is None:
                         return GONE, "Pod no longer exists"
                     assessment, obj = fresh
@@ -200,8 +206,6 @@ class Patcher:
                 return FAILED, f"connection failed: {one_line(str(exc))}"
 
     def _reread(self, assessment: Assessment) -> tuple[Assessment, dict[str, Any]] | None:
-        import orjson
-
         for attempt in range(1, self.attempts + 1):
             self._acquire()
             try:
