@@ -311,3 +311,31 @@ def test_a_list_that_keeps_failing_ends_with_one_line() -> None:
     assert str(err.value).startswith("cannot list Pods: connection failed") and "\n" not in str(err.value)
     assert len(cluster.requests("LIST")) == 6  # the first page, then 5 attempts at the second
     assert len(notices) == 4
+
+
+def test_live_path_through_a_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = Config(kubeconfig=str(tmp_path / "nope.yaml"))
+    with pytest.raises(CLIError) as err:
+        audit.run(args("-A"), missing, plugins=EMPTY)
+    assert err.value.code == 2 and str(err.value).startswith("cannot reach a cluster: ")
+
+    gen = make_pods(90)
+    cluster = FakeCluster([g.pod for g in gen])
+    with serve(cluster) as api:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": api.api_client.configuration.host}}],
+                    "users": [{"name": "me", "user": {"token": "t0ken"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
+                }
+            )
+        )
+        assert (
+            audit.run(args("-A", "--format", "json"), Config(kubeconfig=str(kubeconfig)), plugins=EMPTY) == 0
+        )
+    assert orjson.loads(capsys.readouterr().out)["total"] == 90
