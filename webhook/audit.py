@@ -23,7 +23,7 @@ from webhook.errors import CLIError
 from webhook.inputs import PodInput
 from webhook.patch import annotation_keys, desired_annotations
 from webhook.plugins import PluginSet
-from webhook.podlist import ListScope, LiveLister, Notice, file_pods
+from webhook.podlist import ListScope, LiveLister, file_pods
 from webhook.resolver import Resolver, ResolverSettings
 from webhook.rules import RuleConfigError, select_owner, user_rules
 from webhook.types import Resolution
@@ -290,5 +290,3 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
     sys.stdout.write(render(report, args.format))
     return 0
 
-
-__all__ = ["Assessment", "AuditReport", "Notice", "add_arguments", "assess", "build_report", "render", "run"]

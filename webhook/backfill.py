@@ -52,6 +52,7 @@ from webhook.podlist import LiveLister, backoff
 from webhook.resolver import Resolver
 
 MERGE_PATCH = "application/merge-patch+json"
+MAX_KEPT_FAILURES = 100  # failures are all counted; only the first ones are kept to be named
 
 # Per-Pod outcomes, as counted in the summary.
 PATCHED, WOULD_PATCH, UP_TO_DATE, STALE_KEPT, SKIPPED_UNRESOLVED, GONE, FAILED = (
@@ -356,7 +357,7 @@ def backfill(
             else:
                 outcome, detail = patcher.apply(assessment, pod.obj)
                 result.counts[outcome] += 1
-                if outcome == FAILED:
+                if outcome == FAILED and len(result.failures) < MAX_KEPT_FAILURES:
                     result.failures.append((assessment.label, detail))
                 progress.line(f"{outcome} {assessment.label}: {detail}")
             progress.update(result.counts, seen, remaining())
@@ -419,8 +420,8 @@ def run(
     )
     for label, detail in result.failures[:20]:
         print(f"failed: {label}: {detail}", file=sys.stderr)
-    if len(result.failures) > 20:
-        print(f"failed: ... and {len(result.failures) - 20} more", file=sys.stderr)
+    if result.counts[FAILED] > 20:
+        print(f"failed: ... and {result.counts[FAILED] - 20} more", file=sys.stderr)
     out.write(result.summary(args.apply) + "\n")
     out.flush()
     if result.stopped:
