@@ -289,4 +289,3 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
     report = build_report(pods, resolver, plugins, config.prefix)
     sys.stdout.write(render(report, args.format))
     return 0
-
