@@ -33,6 +33,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
     drop: bool = False
+    after: bool = False  # serve the request first, then drop the connection instead of answering
 
 
 @dataclass
@@ -172,7 +173,7 @@ class FakeCluster:
         body = orjson.loads(await request.read())
         self.log.append(Logged("PATCH", request.path, dict(request.query), request.content_type, body))
         fault = self._take("PATCH", key)
-        if fault:
+        if fault and not fault.after:
             return await self._fail(request, fault)
         if request.content_type not in (
             "application/merge-patch+json",
@@ -193,7 +194,9 @@ class FakeCluster:
             patched = merge_patch(pod, body)
             patched["metadata"]["resourceVersion"] = str(self.rv)
             self.pods[key] = patched
-            return web.Response(body=orjson.dumps(patched), content_type="application/json")
+        if fault:  # applied, and the answer is lost
+            return await self._fail(request, fault)
+        return web.Response(body=orjson.dumps(patched), content_type="application/json")
 
     def app(self) -> web.Application:
         app = web.Application()

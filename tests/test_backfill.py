@@ -134,6 +134,8 @@ def test_per_pod_failures_are_handled_and_the_run_goes_on() -> None:
     cluster = FakeCluster([g.pod for g in gen])
     need = sorted(g.key for g in gen if expected_change(g, False))
     gone, conflict, throttled, dropped, broken = need[3], need[10], need[50], need[120], need[200]
+    lost = need[150]
+    cluster.fault("PATCH", lost, Fault(drop=True, after=True))
     cluster.fault("PATCH", gone, Fault(404))
     cluster.fault("PATCH", throttled, Fault(429, headers={"Retry-After": "7"}))
     cluster.fault("PATCH", dropped, Fault(drop=True))
@@ -166,6 +168,8 @@ def test_per_pod_failures_are_handled_and_the_run_goes_on() -> None:
     assert result.counts[backfill.GONE] == 1 and patches[gone] == 1
     assert 7.0 in slept and patches[throttled] == 2
     assert patches[dropped] == 2 and K_TYPE in cluster.pods[dropped]["metadata"]["annotations"]
+    # applied, answer lost: the retry meets 409, the re-read shows it done, counted as patched
+    assert patches[lost] == 2 and K_TYPE in cluster.pods[lost]["metadata"]["annotations"]
     assert patches[broken] == 5 and result.failures == [(broken, "HTTP 500: injected HTTP 500")]
     # 409: re-read, re-planned without the key the user wrote meanwhile, which is kept
     assert patches[conflict] == 2 and cluster.requests("GET")

@@ -152,6 +152,7 @@ class Patcher:
         """(outcome, detail). Re-reads and re-plans the Pod after a 409."""
         conflicts = 0
         attempt = 0
+        reply_lost = False  # a patch went out and its answer did not come back: it may have been applied
         change = plan_change(assessment, self.overwrite_stale)
         rv = _resource_version(obj)
         while True:
@@ -173,8 +174,7 @@ class Patcher:
                     return GONE, "Pod no longer exists"
                 if status.code in (401, 403):
                     raise Forbidden(
-                        f"forbidden: cannot patch pods in {assessment.namespace} ({status.message}); "
-                        "grant pods patch (see manifests/overlays/backfill)"
+                        denied(status.code, "patch", assessment.namespace, status.message)
                     ) from None
                 if status.code == 409 and conflicts < self.conflicts:
                     conflicts += 1
@@ -188,6 +188,8 @@ class Patcher:
                         return GONE, "Pod no longer exists"
                     assessment, obj = fresh
                     change = plan_change(assessment, self.overwrite_stale)
+                    if not change and reply_lost:
+                        return PATCHED, "applied (the first answer was lost on the way back)"
                     if not change:
                         return UP_TO_DATE, "changed meanwhile; nothing left to do"
                     rv = _resource_version(obj)
@@ -199,7 +201,9 @@ class Patcher:
                     continue
                 return FAILED, f"HTTP {status.code}: {status.message}"
             except TRANSPORT_ERRORS as exc:
-                # A merge patch is idempotent, so sending it again after a lost reply is safe.
+                # Sending the patch again is safe: if the first one was applied, the server answers
+                # 409 (the resourceVersion moved on) and the re-read shows nothing left to do.
+                reply_lost = True
                 if attempt < self.attempts:
                     self.notice(f"{assessment.label}: connection failed ({type(exc).__name__}), retrying")
                     self.sleep(backoff(attempt))
@@ -226,8 +230,7 @@ class Patcher:
                     return None
                 if status.code in (401, 403):
                     raise Forbidden(
-                        f"forbidden: cannot get pods in {assessment.namespace} ({status.message}); "
-                        "grant pods get (see manifests/overlays/backfill)"
+                        denied(status.code, "get", assessment.namespace, status.message)
                     ) from None
                 if attempt < self.attempts:
                     self.sleep(status.retry_after if status.retry_after is not None else backoff(attempt))
@@ -241,6 +244,16 @@ class Patcher:
             pod = PodInput("cluster", obj)
             return assess(pod, self.resolver, self.plugins, self.prefix), obj
         return None
+
+
+def denied(code: int, verb: str, namespace: str, message: str) -> str:
+    """The one line for a 401/403, naming the permission the overlay grants."""
+    if code == 401:
+        return f"unauthorized: the API server rejected our credentials ({message})"
+    return (
+        f"forbidden: cannot {verb} pods in namespace {namespace} ({message}); "
+        f"grant pods {verb} (see manifests/overlays/backfill)"
+    )
 
 
 def _resource_version(obj: Mapping[str, Any]) -> str | None:
