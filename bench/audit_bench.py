@@ -1,6 +1,6 @@
 """Throughput and memory of audit and backfill over the paginated fake API (tests/kubefake.py).
 
-Run from the repository root: ``python benchmarks/audit_backfill.py [pods ...]``. The fake API
+Run by `make bench`, or alone: ``python -m bench.audit_bench [pods ...]``. The fake API
 and the client share one machine (and the GIL of one process), so the numbers are a floor for
 the client side, not a statement about a real API server, where backfill is bounded by --qps.
 """
@@ -53,7 +53,8 @@ def one(n: int) -> tuple[int, float, float, int, float, float]:
     return n, t_audit, n / t_audit, result.counts[backfill.PATCHED], t_backfill, peak / 2**20
 
 
-def main(sizes: list[int]) -> None:
+def main(sizes: list[int] | None = None) -> None:
+    sizes = sizes or [1000, 10000]
     print(
         f"{'pods':>7} {'audit s':>8} {'audit pods/s':>13} {'patched':>8} {'backfill s':>11} {'peak MiB':>9}"
     )
@@ -63,4 +64,4 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [1000, 10000])
+    main([int(a) for a in sys.argv[1:]])
