@@ -82,7 +82,7 @@ class FakeKube:
     def _dispatch(self, request: web.Request, body: Any) -> web.Response:
         path, method = request.path, request.method
         parts = path.strip("/").split("/")
-        if path == "/apis" and method == "GET":
+        if path in ("/apis", "/apis/") and method == "GET":
             return web.json_response({
                 "kind": "APIGroupList", "apiVersion": "v1",
                 "groups": [{"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}]}
