@@ -24,8 +24,14 @@ MWC = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
-            "message": message}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": reason,
+        "code": code,
+        "message": message,
+    }
     return web.json_response(body, status=code)
 
 
@@ -63,7 +69,9 @@ class FakeKube:
 
     def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
         self.secrets[(namespace, name)] = {
-            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
             "metadata": {"name": name, "namespace": namespace, "resourceVersion": self.next_rv(), "uid": "u"},
             "data": data,
         }
@@ -83,11 +91,16 @@ class FakeKube:
         path, method = request.path, request.method
         parts = path.strip("/").split("/")
         if path in ("/apis", "/apis/") and method == "GET":
-            return web.json_response({
-                "kind": "APIGroupList", "apiVersion": "v1",
-                "groups": [{"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}]}
-                           for g in self.api_groups],
-            })
+            return web.json_response(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}]}
+                        for g in self.api_groups
+                    ],
+                }
+            )
         if path == "/api/v1/pods" and method == "GET":
             return self._list_pods(request)
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) >= 5 and parts[4] == "secrets":
@@ -99,7 +112,7 @@ class FakeKube:
     def _list_pods(self, request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "0") or 0) or len(self.pods) or 1
         start = int(request.query.get("continue", "0") or 0)
-        chunk = self.pods[start:start + limit]
+        chunk = self.pods[start : start + limit]
         meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
         if start + limit < len(self.pods):
             meta["continue"] = str(start + limit)
@@ -142,7 +155,9 @@ class FakeKube:
         if method == "PATCH":
             self._hook(method, path)
             if content_type != "application/strategic-merge-patch+json":
-                return _status(415, "UnsupportedMediaType", f"fake only speaks strategic merge, not {content_type}")
+                return _status(
+                    415, "UnsupportedMediaType", f"fake only speaks strategic merge, not {content_type}"
+                )
             current = self.webhook_configs[name]
             rv = (body.get("metadata") or {}).get("resourceVersion")
             if rv is not None and rv != current["metadata"]["resourceVersion"]:

@@ -23,8 +23,11 @@ K8S_VERSION = "1.30.0"  # the version the README states; kubernetes-validate shi
 TARGETS = ["", "base", "overlays/cert-manager", "overlays/servicemonitor"]
 NS = "workload-tagger"
 # CRDs are not in the Kubernetes schemas: their shape is checked by hand below.
-CRD_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate"),
-             ("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
 # Settings the manifests set that webhook/config.py does not declare yet (the lead adds them).
 PENDING_SETTINGS = {"cert_mode", "ca_secret_name", "webhook_config_name", "service_name"}
 
@@ -32,7 +35,11 @@ PENDING_SETTINGS = {"cert_mode", "ca_secret_name", "webhook_config_name", "servi
 @functools.cache
 def build(target: str) -> tuple[dict[str, Any], ...]:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(MANIFESTS / target)], capture_output=True, text=True, timeout=60, check=False
+        ["kubectl", "kustomize", str(MANIFESTS / target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
@@ -90,16 +97,26 @@ def test_namespaced_objects_live_in_one_namespace() -> None:
 def test_webhook_configuration_is_safe() -> None:
     objs = build("base")
     (hook,) = one(objs, "MutatingWebhookConfiguration")["webhooks"]
-    assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                              "resources": ["pods"], "scope": "Namespaced"}]
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
     assert hook["failurePolicy"] == "Ignore"
     assert hook["sideEffects"] == "None"
     assert hook["timeoutSeconds"] == 2
     assert hook["reinvocationPolicy"] == "IfNeeded"
     assert hook["matchPolicy"] == "Equivalent"
     assert hook["admissionReviewVersions"] == ["v1"]
-    assert hook["namespaceSelector"] == {"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS, "kube-system"]}]}
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS, "kube-system"]}
+        ]
+    }
     svc = hook["clientConfig"]["service"]
     service = one(objs, "Service", svc["name"])
     assert svc["namespace"] == service["metadata"]["namespace"] == NS
@@ -168,25 +185,53 @@ io.write(a, "\\t", b)
 """
 
 
-@pytest.mark.parametrize(("meta", "expected"), [
-    ({"name": "ogtest-0", "ownerReferences": [{"apiVersion": "opengauss.sig/v1", "kind": "OpenGaussCluster",
-                                                "name": "ogtest", "uid": "u", "controller": True}]},
-     "StatefulSet\togtest"),
-    ({"name": "web-1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web"}]}, "\t"),
-    ({"name": "bare"}, "\t"),
-])
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        (
+            {
+                "name": "ogtest-0",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "opengauss.sig/v1",
+                        "kind": "OpenGaussCluster",
+                        "name": "ogtest",
+                        "uid": "u",
+                        "controller": True,
+                    }
+                ],
+            },
+            "StatefulSet\togtest",
+        ),
+        (
+            {
+                "name": "web-1",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web"}],
+            },
+            "\t",
+        ),
+        ({"name": "bare"}, "\t"),
+    ],
+)
 def test_plugin_runs_on_the_reference_lua(tmp_path: Path, meta: dict[str, Any], expected: str) -> None:
     """Debian lua5.1 + lua-dkjson, as on a DeepFlow server."""
     runner = tmp_path / "run.lua"
     runner.write_text(LUA_RUNNER)
     plugin = tmp_path / "opengauss.lua"
     plugin.write_text(one(build("base"), "ConfigMap")["data"]["opengauss.lua"])
-    out = subprocess.run(["lua5.1", str(runner), str(plugin)], input=json.dumps(meta), capture_output=True,
-                         text=True, timeout=10, check=True)
+    out = subprocess.run(
+        ["lua5.1", str(runner), str(plugin)],
+        input=json.dumps(meta),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
     assert out.stdout == expected
 
 
 # -- cert-manager overlay ---------------------------------------------------------------------
+
 
 def test_cert_manager_overlay_wires_injection_and_drops_selfcert_rbac() -> None:
     objs = build("overlays/cert-manager")
@@ -202,8 +247,10 @@ def test_cert_manager_overlay_wires_injection_and_drops_selfcert_rbac() -> None:
     assert issuer["spec"]["ca"]["secretName"] == ca_cert["spec"]["secretName"] and ca_cert["spec"]["isCA"]
     assert env(objs)[env_name("cert_mode")] == "files"
     volumes = {v["name"]: v for v in one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["certs"] == {"name": "certs", "secret": {"secretName": cert["spec"]["secretName"],
-                                                            "defaultMode": 0o440}}
+    assert volumes["certs"] == {
+        "name": "certs",
+        "secret": {"secretName": cert["spec"]["secretName"], "defaultMode": 0o440},
+    }
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert ("Role", "workload-tagger-selfcerts") not in kinds
     assert not [o for o in objs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
@@ -223,11 +270,18 @@ def test_servicemonitor_overlay_scrapes_a_port_that_exists() -> None:
 
 # -- RBAC ---------------------------------------------------------------------------------------
 
-VERB_OF_PREFIX = {"read": "get", "list": "list", "create": "create", "replace": "update", "patch": "patch",
-                  "delete": "delete"}
-RESOURCE_OF_SUFFIX = {"namespaced_secret": ("", "secrets"),
-                      "mutating_webhook_configuration": ("admissionregistration.k8s.io",
-                                                         "mutatingwebhookconfigurations")}
+VERB_OF_PREFIX = {
+    "read": "get",
+    "list": "list",
+    "create": "create",
+    "replace": "update",
+    "patch": "patch",
+    "delete": "delete",
+}
+RESOURCE_OF_SUFFIX = {
+    "namespaced_secret": ("", "secrets"),
+    "mutating_webhook_configuration": ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+}
 
 
 def verbs_called_by(module: Path) -> dict[tuple[str, str], set[str]]:
@@ -275,13 +329,21 @@ def test_rbac_is_least_privilege(target: str) -> None:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     granted = set(rule["verbs"])
-                    assert granted <= allowed.get((group, resource), set()), (role["metadata"]["name"], resource)
+                    assert granted <= allowed.get((group, resource), set()), (
+                        role["metadata"]["name"],
+                        resource,
+                    )
                     if rule["verbs"] != ["create"]:  # create cannot be limited by name (see rbac.yaml)
                         assert rule.get("resourceNames"), (role["metadata"]["name"], resource)
         if role["kind"] == "ClusterRole":
-            assert role["rules"] == [{"apiGroups": ["admissionregistration.k8s.io"],
-                                      "resources": ["mutatingwebhookconfigurations"],
-                                      "resourceNames": ["workload-tagger"], "verbs": ["get", "patch"]}]
+            assert role["rules"] == [
+                {
+                    "apiGroups": ["admissionregistration.k8s.io"],
+                    "resources": ["mutatingwebhookconfigurations"],
+                    "resourceNames": ["workload-tagger"],
+                    "verbs": ["get", "patch"],
+                }
+            ]
     # names in resourceNames are the objects the webhook actually uses
     names = {n for r in roles for rule in r["rules"] for n in rule.get("resourceNames", [])}
     assert names <= {"workload-tagger-plugins", "workload-tagger-ca", "workload-tagger"}
@@ -292,7 +354,9 @@ def test_bindings_point_at_the_service_account() -> None:
     sa = one(objs, "ServiceAccount")
     assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
     for binding in (o for o in objs if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NS}]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NS}
+        ]
         one(objs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
 
 

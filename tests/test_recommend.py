@@ -22,16 +22,21 @@ MIXED = DATA / "pods-mixed-platforms.json"
 
 
 def guide_resources(platform: str) -> list[dict[str, Any]]:
-    return yaml.safe_load(GUIDE[platform]["agent_config"])["inputs"]["resources"]["kubernetes"]["api_resources"]
+    doc: Any = yaml.safe_load(GUIDE[platform]["agent_config"])
+    resources: list[dict[str, Any]] = doc["inputs"]["resources"]["kubernetes"]["api_resources"]
+    return resources
 
 
 def guide_rules(platform: str) -> list[dict[str, Any]]:
-    doc = yaml.safe_load(GUIDE[platform]["cluster_role"])
-    return doc["rules"] if isinstance(doc, dict) else doc
+    doc: Any = yaml.safe_load(GUIDE[platform]["cluster_role"])
+    rules: list[dict[str, Any]] = doc["rules"] if isinstance(doc, dict) else doc
+    return rules
 
 
 def owned_by(api_version: str, kind: str) -> dict[str, Any]:
-    return {"metadata": {"name": "p", "ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": "o"}]}}
+    return {
+        "metadata": {"name": "p", "ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": "o"}]}
+    }
 
 
 SINGLE = [
@@ -81,9 +86,14 @@ def test_plain_cluster_needs_nothing() -> None:
 
 
 def test_pod_with_two_kruise_owners_counts_once() -> None:
-    pod = {"metadata": {"ownerReferences": [
-        {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": "a"},
-        {"apiVersion": "apps.kruise.io/v1beta1", "kind": "StatefulSet", "name": "b"}]}}
+    pod = {
+        "metadata": {
+            "ownerReferences": [
+                {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": "a"},
+                {"apiVersion": "apps.kruise.io/v1beta1", "kind": "StatefulSet", "name": "b"},
+            ]
+        }
+    }
     assert rc.recommend([pod]).pods == {rc.OPENKRUISE: 1}
 
 
@@ -129,16 +139,24 @@ def test_cli_bad_file_is_one_clear_line(tmp_path: Path) -> None:
 
 def _kubeconfig(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "fake", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": url}}],
+                "users": [{"name": "fake", "user": {"token": "t"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+            }
+        )
+    )
     return path
 
 
-def test_live_cluster_pages_pods_and_asks_discovery(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_live_cluster_pages_pods_and_asks_discovery(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     kube = FakeKube()
     kube.pods = json.loads(MIXED.read_text())["items"] * 300  # 2400 Pods: five pages of 500
     kube.api_groups = ["apps", "route.openshift.io"]

@@ -36,8 +36,13 @@ def server(kube: FakeKube) -> Iterator[FakeKubeServer]:
 
 def settings(tmp_path: Path, replica: str = "a") -> SelfCertSettings:
     return SelfCertSettings(
-        namespace=NS, cert_file=str(tmp_path / replica / "tls.crt"), key_file=str(tmp_path / replica / "tls.key"),
-        secret_name=SECRET, webhook_config_name=MWC, service="workload-tagger", request_timeout_s=5,
+        namespace=NS,
+        cert_file=str(tmp_path / replica / "tls.crt"),
+        key_file=str(tmp_path / replica / "tls.key"),
+        secret_name=SECRET,
+        webhook_config_name=MWC,
+        service="workload-tagger",
+        request_timeout_s=5,
     )
 
 
@@ -72,8 +77,9 @@ def methods(kube: FakeKube, method: str) -> int:
     return sum(1 for m, _, _ in kube.requests if m == method)
 
 
-def test_first_start_creates_ca_publishes_bundle_and_writes_leaf(kube: FakeKube, server: FakeKubeServer,
-                                                                 tmp_path: Path) -> None:
+def test_first_start_creates_ca_publishes_bundle_and_writes_leaf(
+    kube: FakeKube, server: FakeKubeServer, tmp_path: Path
+) -> None:
     s = settings(tmp_path)
     bundle = ensure_serving_cert(server.api_client(), s, now=NOW)
     ca = secret_ca(kube)
@@ -82,14 +88,19 @@ def test_first_start_creates_ca_publishes_bundle_and_writes_leaf(kube: FakeKube,
     leaf = x509.load_pem_x509_certificate(Path(s.cert_file).read_bytes())
     leaf.verify_directly_issued_by(ca)
     assert san_names(leaf) == [
-        "workload-tagger", "workload-tagger.workload-tagger", "workload-tagger.workload-tagger.svc",
+        "workload-tagger",
+        "workload-tagger.workload-tagger",
+        "workload-tagger.workload-tagger.svc",
         "workload-tagger.workload-tagger.svc.cluster.local",
     ]
     assert leaf.not_valid_after_utc - NOW == dt.timedelta(days=365)
     assert oct(Path(s.key_file).stat().st_mode & 0o777) == "0o600"
     assert trusted_by_apiserver(kube, s.cert_file)
-    assert ("PATCH", f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{MWC}",
-            "application/strategic-merge-patch+json") in kube.requests
+    assert (
+        "PATCH",
+        f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{MWC}",
+        "application/strategic-merge-patch+json",
+    ) in kube.requests
 
 
 def test_second_call_is_a_no_op(kube: FakeKube, server: FakeKubeServer, tmp_path: Path) -> None:
@@ -102,15 +113,22 @@ def test_second_call_is_a_no_op(kube: FakeKube, server: FakeKubeServer, tmp_path
     assert methods(kube, "PATCH") + methods(kube, "PUT") + methods(kube, "POST") == writes
 
 
-def test_create_conflict_adopts_the_other_replicas_ca(kube: FakeKube, server: FakeKubeServer,
-                                                      tmp_path: Path) -> None:
+def test_create_conflict_adopts_the_other_replicas_ca(
+    kube: FakeKube, server: FakeKubeServer, tmp_path: Path
+) -> None:
     theirs = make_ca(now=NOW)
 
     def other_replica_wins(method: str, path: str) -> None:
         if method == "POST" and (NS, SECRET) not in kube.secrets:
-            kube.put_secret(NS, SECRET, {"ca.crt": base64.b64encode(theirs.cert_pem).decode(),
-                                         "ca.key": base64.b64encode(theirs.key_pem).decode(),
-                                         "ca-bundle.crt": base64.b64encode(theirs.cert_pem).decode()})
+            kube.put_secret(
+                NS,
+                SECRET,
+                {
+                    "ca.crt": base64.b64encode(theirs.cert_pem).decode(),
+                    "ca.key": base64.b64encode(theirs.key_pem).decode(),
+                    "ca-bundle.crt": base64.b64encode(theirs.cert_pem).decode(),
+                },
+            )
 
     kube.before_write = other_replica_wins
     s = settings(tmp_path)
@@ -121,7 +139,9 @@ def test_create_conflict_adopts_the_other_replicas_ca(kube: FakeKube, server: Fa
     assert trusted_by_apiserver(kube, s.cert_file)
 
 
-def test_replicas_in_parallel_converge_on_one_ca(kube: FakeKube, server: FakeKubeServer, tmp_path: Path) -> None:
+def test_replicas_in_parallel_converge_on_one_ca(
+    kube: FakeKube, server: FakeKubeServer, tmp_path: Path
+) -> None:
     results: dict[str, selfcerts.CertBundle] = {}
     start = threading.Barrier(3)
 
@@ -142,14 +162,21 @@ def test_replicas_in_parallel_converge_on_one_ca(kube: FakeKube, server: FakeKub
 
 def _seed_old_ca(kube: FakeKube, issued: dt.datetime) -> KeyPair:
     old = make_ca(now=issued)
-    kube.put_secret(NS, SECRET, {"ca.crt": base64.b64encode(old.cert_pem).decode(),
-                                 "ca.key": base64.b64encode(old.key_pem).decode(),
-                                 "ca-bundle.crt": base64.b64encode(old.cert_pem).decode()})
+    kube.put_secret(
+        NS,
+        SECRET,
+        {
+            "ca.crt": base64.b64encode(old.cert_pem).decode(),
+            "ca.key": base64.b64encode(old.key_pem).decode(),
+            "ca-bundle.crt": base64.b64encode(old.cert_pem).decode(),
+        },
+    )
     return old
 
 
-def test_ca_rotation_keeps_old_and_new_in_every_bundle(kube: FakeKube, server: FakeKubeServer,
-                                                       tmp_path: Path) -> None:
+def test_ca_rotation_keeps_old_and_new_in_every_bundle(
+    kube: FakeKube, server: FakeKubeServer, tmp_path: Path
+) -> None:
     old = _seed_old_ca(kube, NOW - CA_VALIDITY + dt.timedelta(days=200))  # 200 days left: due (365)
     a, b = settings(tmp_path, "a"), settings(tmp_path, "b")
     # replica b started earlier and still serves a leaf signed by the old CA
@@ -162,7 +189,8 @@ def test_ca_rotation_keeps_old_and_new_in_every_bundle(kube: FakeKube, server: F
     new = secret_ca(kube)
     assert new == rotated.ca.cert and new.serial_number != old.cert.serial_number
     assert [[c.serial_number for c in bnd] for bnd in published(kube)] == [
-        [new.serial_number, old.cert.serial_number]] * 2
+        [new.serial_number, old.cert.serial_number]
+    ] * 2
     assert trusted_by_apiserver(kube, a.cert_file)
     assert trusted_by_apiserver(kube, b.cert_file)  # b is not cut off by a's rotation
 
@@ -173,8 +201,9 @@ def test_ca_rotation_keeps_old_and_new_in_every_bundle(kube: FakeKube, server: F
     assert trusted_by_apiserver(kube, b.cert_file)
 
 
-def test_leaf_from_rotated_out_ca_is_reissued_and_expired_ca_is_pruned(kube: FakeKube, server: FakeKubeServer,
-                                                                       tmp_path: Path) -> None:
+def test_leaf_from_rotated_out_ca_is_reissued_and_expired_ca_is_pruned(
+    kube: FakeKube, server: FakeKubeServer, tmp_path: Path
+) -> None:
     old = _seed_old_ca(kube, NOW - CA_VALIDITY + dt.timedelta(days=400))  # 400 days left: not due yet
     s = settings(tmp_path)
     first = ensure_serving_cert(server.api_client(), s, now=NOW)
@@ -193,16 +222,23 @@ def test_leaf_from_rotated_out_ca_is_reissued_and_expired_ca_is_pruned(kube: Fak
     assert third.patched
 
 
-def test_update_conflict_rereads_and_does_not_rotate_twice(kube: FakeKube, server: FakeKubeServer,
-                                                           tmp_path: Path) -> None:
+def test_update_conflict_rereads_and_does_not_rotate_twice(
+    kube: FakeKube, server: FakeKubeServer, tmp_path: Path
+) -> None:
     old = _seed_old_ca(kube, NOW - CA_VALIDITY + dt.timedelta(days=10))
     theirs = make_ca(now=NOW)
 
     def other_replica_rotates_first(method: str, path: str) -> None:
         if method == "PUT" and secret_ca(kube) == old.cert:
-            kube.put_secret(NS, SECRET, {"ca.crt": base64.b64encode(theirs.cert_pem).decode(),
-                                         "ca.key": base64.b64encode(theirs.key_pem).decode(),
-                                         "ca-bundle.crt": base64.b64encode(pem([theirs.cert, old.cert])).decode()})
+            kube.put_secret(
+                NS,
+                SECRET,
+                {
+                    "ca.crt": base64.b64encode(theirs.cert_pem).decode(),
+                    "ca.key": base64.b64encode(theirs.key_pem).decode(),
+                    "ca-bundle.crt": base64.b64encode(pem([theirs.cert, old.cert])).decode(),
+                },
+            )
 
     kube.before_write = other_replica_rotates_first
     s = settings(tmp_path)
@@ -240,8 +276,9 @@ def test_leaf_renewed_60_days_ahead(kube: FakeKube, server: FakeKubeServer, tmp_
     assert x509.load_pem_x509_certificate(Path(s.cert_file).read_bytes()) == renewed.leaf.cert
 
 
-def test_missing_webhook_configuration_is_a_clear_error(server: FakeKubeServer, kube: FakeKube,
-                                                        tmp_path: Path) -> None:
+def test_missing_webhook_configuration_is_a_clear_error(
+    server: FakeKubeServer, kube: FakeKube, tmp_path: Path
+) -> None:
     kube.webhook_configs.clear()
     with pytest.raises(SelfCertError, match="MutatingWebhookConfiguration workload-tagger not found"):
         ensure_serving_cert(server.api_client(), settings(tmp_path), now=NOW)
@@ -258,9 +295,17 @@ def test_renewal_loop_renews_and_stops(kube: FakeKube, server: FakeKubeServer, t
         stop.set()
 
     late = first.leaf.cert.not_valid_after_utc - dt.timedelta(days=10)
-    t = threading.Thread(target=selfcerts.run_renewal, kwargs={
-        "api_client": server.api_client(), "settings": s, "stop": stop, "interval_s": 0.05,
-        "on_renewed": on_renewed, "clock": lambda: late})
+    t = threading.Thread(
+        target=selfcerts.run_renewal,
+        kwargs={
+            "api_client": server.api_client(),
+            "settings": s,
+            "stop": stop,
+            "interval_s": 0.05,
+            "on_renewed": on_renewed,
+            "clock": lambda: late,
+        },
+    )
     t.start()
     t.join(20)
     assert not t.is_alive()

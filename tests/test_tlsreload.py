@@ -62,7 +62,9 @@ class Conn:
     @classmethod
     async def open(cls, port: int, ca_file: Path) -> Conn:
         ctx = ssl.create_default_context(cafile=str(ca_file))
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+        )
         return cls(reader, writer)
 
     def peer_serial(self) -> int:
@@ -70,12 +72,16 @@ class Conn:
         return x509.load_der_x509_certificate(der).serial_number
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n".encode())
+        self.writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n".encode()
+        )
         await self.writer.drain()
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
         lines = head.decode().split("\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(v) for k, _, v in (ln.partition(": ") for ln in lines[1:]) if k.lower() == "content-length")
+        length = next(
+            int(v) for k, _, v in (ln.partition(": ") for ln in lines[1:]) if k.lower() == "content-length"
+        )
         body = await asyncio.wait_for(self.reader.readexactly(length), 5)
         return status, body
 
@@ -148,7 +154,9 @@ async def test_rotation_reaches_new_connections_and_keeps_old_ones(
     await new_conn.close()
 
 
-async def test_half_written_pair_is_ignored_until_whole(live: tuple[Live, KeyPair, KeyPair], tmp_path: Path) -> None:
+async def test_half_written_pair_is_ignored_until_whole(
+    live: tuple[Live, KeyPair, KeyPair], tmp_path: Path
+) -> None:
     srv, ca_old, _ = live
     await wait_for(lambda: len(srv.loaded) >= 1)
     served = srv.loaded[-1].serial_number
@@ -184,8 +192,13 @@ async def test_plain_files_rewritten_in_place_by_self_managed_mode(tmp_path: Pat
     _write(d / "tls.crt", first.cert_pem, private=False)
     ctx = tls_context(str(d / "tls.crt"), str(d / "tls.key"))
     seen: list[int] = []
-    reloader = CertReloader(ctx, str(d / "tls.crt"), str(d / "tls.key"), on_loaded=lambda c: seen.append(c.serial_number),
-                            poll_s=0.5)
+    reloader = CertReloader(
+        ctx,
+        str(d / "tls.crt"),
+        str(d / "tls.key"),
+        on_loaded=lambda c: seen.append(c.serial_number),
+        poll_s=0.5,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(reloader.run(stop))
     await wait_for(lambda: seen == [first.cert.serial_number])

@@ -58,7 +58,11 @@ class Rule:
     verbs: tuple[str, ...] = READ
 
     def to_dict(self) -> dict[str, Any]:
-        return {"apiGroups": list(self.api_groups), "resources": list(self.resources), "verbs": list(self.verbs)}
+        return {
+            "apiGroups": list(self.api_groups),
+            "resources": list(self.resources),
+            "verbs": list(self.verbs),
+        }
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,9 @@ class Recommendation:
             "podsPerPlatform": dict(self.pods),
             "detectedBy": {k: v for k, v in self.reasons.items() if k in self.pods},
             "agentConfig": {
-                "inputs": {"resources": {"kubernetes": {"api_resources": [r.to_dict() for r in self.api_resources]}}}
+                "inputs": {
+                    "resources": {"kubernetes": {"api_resources": [r.to_dict() for r in self.api_resources]}}
+                }
             },
             "clusterRoleRules": [r.to_dict() for r in self.rules],
         }
@@ -152,7 +158,9 @@ def platforms_of(meta: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def recommend(pods: Iterable[PodInput | Mapping[str, Any]], openshift_routes_available: bool = False) -> Recommendation:
+def recommend(
+    pods: Iterable[PodInput | Mapping[str, Any]], openshift_routes_available: bool = False
+) -> Recommendation:
     """Count Pods per platform (a Pod counts once per platform) and collect why."""
     counts: dict[str, int] = {}
     reasons: dict[str, list[str]] = {}
@@ -180,7 +188,9 @@ def render(rec: Recommendation, fmt: str) -> str:
     doc = rec.document()
     if fmt == "json":
         return json.dumps(doc, indent=2) + "\n"
-    head = "# DeepFlow Agent settings for this cluster (DeepFlow guide: Custom Resource Tagging, section 1).\n"
+    head = (
+        "# DeepFlow Agent settings for this cluster (DeepFlow guide: Custom Resource Tagging, section 1).\n"
+    )
     head += "# agentConfig: merge into the deepflow-agent configuration;"
     head += " clusterRoleRules: add to the deepflow-agent ClusterRole.\n"
     return head + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
@@ -193,9 +203,13 @@ def groups_from_api_versions(text: str) -> set[str]:
 
 # -- live cluster -------------------------------------------------------------------------------
 
+
 def api_client(kubeconfig: str) -> Any:
-    """In-cluster credentials when running in a Pod, else the kubeconfig (flag, $KUBECONFIG, ~/.kube/config)."""
-    from kubernetes import client, config as kconfig
+    """In-cluster credentials inside a Pod, else the kubeconfig (flag, $KUBECONFIG, ~/.kube/config)."""
+    from kubernetes import client
+    from kubernetes import config as kconfig_module
+
+    kconfig: Any = kconfig_module  # untyped loaders
 
     configuration = client.Configuration()
     try:
@@ -204,7 +218,9 @@ def api_client(kubeconfig: str) -> Any:
         else:
             kconfig.load_kube_config(config_file=kubeconfig or None, client_configuration=configuration)
     except (kconfig.ConfigException, OSError, TypeError, ValueError) as exc:
-        raise CLIError(f"cannot load Kubernetes credentials: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        raise CLIError(
+            f"cannot load Kubernetes credentials: {str(exc).splitlines()[0] if str(exc) else exc}"
+        ) from None
     return client.ApiClient(configuration)
 
 
@@ -219,7 +235,7 @@ def live_inputs(client_: Any, page: int = 500, timeout_s: float = 30.0) -> tuple
         kwargs: dict[str, Any] = {"limit": page, "_preload_content": False, "_request_timeout": timeout_s}
         if token:
             kwargs["_continue"] = token
-        raw = core.list_pod_for_all_namespaces(**kwargs)
+        raw: Any = core.list_pod_for_all_namespaces(**kwargs)  # raw response: _preload_content=False
         data = json.loads(raw.data)
         pods.extend(i for i in data.get("items") or [] if isinstance(i, dict))
         token = (data.get("metadata") or {}).get("continue")
@@ -232,14 +248,19 @@ def live_inputs(client_: Any, page: int = 500, timeout_s: float = 30.0) -> tuple
 
 # -- CLI ----------------------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "file", nargs="?", default=None,
-        help="Pods as JSON/YAML (e.g. `kubectl get pods -A -o json`), `-` for stdin; absent: the live cluster",
+        "file",
+        nargs="?",
+        default=None,
+        help="Pods as JSON/YAML (`kubectl get pods -A -o json`), `-` for stdin; absent: the live cluster",
     )
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format")
     parser.add_argument(
-        "--api-versions", metavar="FILE", default=None,
+        "--api-versions",
+        metavar="FILE",
+        default=None,
         help="with FILE: `kubectl api-versions` output, so a served route.openshift.io counts as OpenShift",
     )
 
@@ -248,7 +269,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if args.file is not None:
         try:
             pods: list[PodInput] | list[dict[str, Any]] = load_pods(args.file)
-            routes = bool(args.api_versions) and ROUTE_GROUP in groups_from_api_versions(read_text(args.api_versions))
+            routes = bool(args.api_versions) and ROUTE_GROUP in groups_from_api_versions(
+                read_text(args.api_versions)
+            )
         except InputError as exc:
             raise CLIError(str(exc)) from None
     else:
@@ -266,6 +289,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
     rec = recommend(pods, openshift_routes_available=routes)
     sys.stdout.write(render(rec, args.format))
     if not rec.pods:
-        print(f"no OpenShift, OpenKruise or OpenGauss workloads among {rec.scanned} Pods: nothing to change",
-              file=sys.stderr)
+        print(
+            f"no OpenShift, OpenKruise or OpenGauss workloads among {rec.scanned} Pods: nothing to change",
+            file=sys.stderr,
+        )
     return 0

@@ -33,7 +33,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
-from webhook.certs import CA_VALIDITY, LEAF_VALIDITY, KeyPair, _write, load_keypair, make_ca, make_leaf, san_names
+from webhook.certs import (
+    CA_VALIDITY,
+    LEAF_VALIDITY,
+    KeyPair,
+    _write,
+    load_keypair,
+    make_ca,
+    make_leaf,
+    san_names,
+)
 from webhook.certs import service_names as _service_names
 
 log = logging.getLogger("workload_tagger.selfcerts")
@@ -167,7 +176,9 @@ def ensure_ca(core: Any, settings: SelfCertSettings, now: dt.datetime) -> _CASta
     timeout = settings.request_timeout_s
     for _ in range(settings.attempts):
         try:
-            secret = core.read_namespaced_secret(settings.secret_name, settings.namespace, _request_timeout=timeout)
+            secret = core.read_namespaced_secret(
+                settings.secret_name, settings.namespace, _request_timeout=timeout
+            )
         except Exception as exc:
             if _status(exc) != 404:
                 raise
@@ -177,7 +188,11 @@ def ensure_ca(core: Any, settings: SelfCertSettings, now: dt.datetime) -> _CASta
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "type": "Opaque",
-                "metadata": {"name": settings.secret_name, "namespace": settings.namespace, "labels": MANAGED_BY},
+                "metadata": {
+                    "name": settings.secret_name,
+                    "namespace": settings.namespace,
+                    "labels": MANAGED_BY,
+                },
                 "data": _secret_data(state),
             }
             try:
@@ -186,7 +201,10 @@ def ensure_ca(core: Any, settings: SelfCertSettings, now: dt.datetime) -> _CASta
                 if _status(create_exc) == 409:  # another replica created it first: use theirs
                     continue
                 raise
-            log.info("created CA secret", extra={"secret": settings.secret_name, "ca_serial": ca.cert.serial_number})
+            log.info(
+                "created CA secret",
+                extra={"secret": settings.secret_name, "ca_serial": ca.cert.serial_number},
+            )
             return state
         data = dict(secret.data or {})
         current, trust = _read_ca(data, now)
@@ -202,7 +220,9 @@ def ensure_ca(core: Any, settings: SelfCertSettings, now: dt.datetime) -> _CASta
         secret.data = {**data, **_secret_data(state)}
         try:
             # replace carries metadata.resourceVersion: a concurrent writer makes this a 409
-            core.replace_namespaced_secret(settings.secret_name, settings.namespace, secret, _request_timeout=timeout)
+            core.replace_namespaced_secret(
+                settings.secret_name, settings.namespace, secret, _request_timeout=timeout
+            )
         except Exception as exc:
             if _status(exc) == 409:
                 continue
@@ -210,7 +230,8 @@ def ensure_ca(core: Any, settings: SelfCertSettings, now: dt.datetime) -> _CASta
         log.warning(reason, extra={"secret": settings.secret_name, "ca_serial": state.ca.cert.serial_number})
         return state
     raise SelfCertError(
-        f"secret {settings.namespace}/{settings.secret_name}: no agreement after {settings.attempts} conflicting writes"
+        f"secret {settings.namespace}/{settings.secret_name}: "
+        f"no agreement after {settings.attempts} conflicting writes"
     )
 
 
@@ -266,13 +287,15 @@ def publish_trust(
             raise
         log.info("published caBundle", extra={"webhook_config": name, "cas": len(state.trust)})
         return state, True
-    raise SelfCertError(f"MutatingWebhookConfiguration {name}: no agreement after {settings.attempts} conflicts")
+    raise SelfCertError(
+        f"MutatingWebhookConfiguration {name}: no agreement after {settings.attempts} conflicts"
+    )
 
 
 def reusable_leaf(
     cert_file: str, key_file: str, ca: KeyPair, names: Sequence[str], now: dt.datetime
 ) -> KeyPair | None:
-    """The leaf on disk if it is ours to keep: matching key, signed by the current CA, right names, not due."""
+    """The leaf on disk if ours to keep: matching key, signed by the current CA, right names, not due."""
     try:
         leaf = load_keypair(Path(cert_file).read_bytes(), Path(key_file).read_bytes())
         leaf.cert.verify_directly_issued_by(ca.cert)
@@ -285,7 +308,9 @@ def reusable_leaf(
     return leaf
 
 
-def ensure_serving_cert(api_client: Any, settings: SelfCertSettings, now: dt.datetime | None = None) -> CertBundle:
+def ensure_serving_cert(
+    api_client: Any, settings: SelfCertSettings, now: dt.datetime | None = None
+) -> CertBundle:
     """Converge: CA Secret agreed, caBundle published, then a leaf for this replica on disk.
 
     Idempotent and cheap when nothing is due (two GETs), so the renewal loop just calls it again.
@@ -331,7 +356,9 @@ def run_renewal(
         try:
             bundle = ensure_serving_cert(api_client, settings, now=clock())
         except Exception as exc:
-            log.error("certificate renewal failed; will retry", extra={"error": f"{type(exc).__name__}: {exc}"})
+            log.error(
+                "certificate renewal failed; will retry", extra={"error": f"{type(exc).__name__}: {exc}"}
+            )
             wait = retry_s
             continue
         wait = interval_s

@@ -91,7 +91,10 @@ class CertReloader:
             self.reloads += 0 if first else 1
             log.info(
                 "serving certificate loaded" if first else "serving certificate reloaded",
-                extra={"serial": pair.cert.serial_number, "not_after": pair.cert.not_valid_after_utc.isoformat()},
+                extra={
+                    "serial": pair.cert.serial_number,
+                    "not_after": pair.cert.not_valid_after_utc.isoformat(),
+                },
             )
             if self.on_loaded is not None:
                 self.on_loaded(pair.cert)
@@ -103,9 +106,10 @@ class CertReloader:
         log.warning("certificate reload skipped", extra={"cert_file": self.cert_file, "reason": why})
 
     def _dirs(self) -> list[str]:
-        return sorted({str(Path(p).resolve().parent) for p in (self.cert_file, self.key_file)} | {
-            str(Path(p).absolute().parent) for p in (self.cert_file, self.key_file)
-        })
+        return sorted(
+            {str(Path(p).resolve().parent) for p in (self.cert_file, self.key_file)}
+            | {str(Path(p).absolute().parent) for p in (self.cert_file, self.key_file)}
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set. Start it as a task next to the server."""
