@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -235,16 +236,9 @@ def ensure_ca(core: Any, settings: SelfCertSettings, now: dt.datetime) -> _CASta
     )
 
 
-def _webhooks(config: Any) -> list[Any]:
-    return list(getattr(config, "webhooks", None) or [])
-
-
 def _current_bundle(webhook: Any) -> bytes:
-    client_config = getattr(webhook, "client_config", None)
-    value = getattr(client_config, "ca_bundle", None)
-    if isinstance(value, bytes):
-        return value
-    return _unb64(value) if value else b""
+    client_config = webhook.get("clientConfig") if isinstance(webhook, dict) else None
+    return _unb64(client_config.get("caBundle")) if isinstance(client_config, dict) else b""
 
 
 def publish_trust(
@@ -259,14 +253,18 @@ def publish_trust(
     name = settings.webhook_config_name
     for _ in range(settings.attempts):
         try:
-            config = admission.read_mutating_webhook_configuration(name, _request_timeout=timeout)
+            # raw JSON, not the typed model: we only touch caBundle and must not trip over the rest
+            raw = admission.read_mutating_webhook_configuration(
+                name, _request_timeout=timeout, _preload_content=False
+            )
+            config = json.loads(raw.data)
         except Exception as exc:
             if _status(exc) == 404:
                 raise SelfCertError(
                     f"MutatingWebhookConfiguration {name} not found: apply the manifests first"
                 ) from None
             raise
-        webhooks = _webhooks(config)
+        webhooks = [w for w in config.get("webhooks") or [] if isinstance(w, dict) and w.get("name")]
         if not webhooks:
             raise SelfCertError(f"MutatingWebhookConfiguration {name} has no webhooks to patch")
         state = ensure_ca(core, settings, now)
@@ -274,12 +272,12 @@ def publish_trust(
         if all(_current_bundle(w) == bundle for w in webhooks):
             return state, False
         patch = {
-            "metadata": {"resourceVersion": config.metadata.resource_version},
-            "webhooks": [{"name": w.name, "clientConfig": {"caBundle": _b64(bundle)}} for w in webhooks],
+            "metadata": {"resourceVersion": (config.get("metadata") or {}).get("resourceVersion")},
+            "webhooks": [{"name": w["name"], "clientConfig": {"caBundle": _b64(bundle)}} for w in webhooks],
         }
         try:
             admission.patch_mutating_webhook_configuration(
-                name, patch, _content_type=STRATEGIC_MERGE, _request_timeout=timeout
+                name, patch, _content_type=STRATEGIC_MERGE, _request_timeout=timeout, _preload_content=False
             )
         except Exception as exc:
             if _status(exc) == 409:
