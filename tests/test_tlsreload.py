@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -36,9 +37,13 @@ def write_pair(directory: Path, leaf: KeyPair) -> None:
     stamp.mkdir()
     (stamp / "tls.crt").write_bytes(leaf.cert_pem)
     (stamp / "tls.key").write_bytes(leaf.key_pem)
+    data = directory / "..data"
+    previous = directory / os.readlink(data) if data.is_symlink() else None
     tmp = directory / "..data_tmp"
     tmp.symlink_to(stamp.name)
-    os.replace(tmp, directory / "..data")
+    os.replace(tmp, data)
+    if previous is not None:  # the kubelet removes the old generation after the swap
+        shutil.rmtree(previous)
     for name in ("tls.crt", "tls.key"):
         link = directory / name
         if not link.is_symlink():
@@ -102,7 +107,7 @@ async def live(tmp_path: Path) -> AsyncIterator[tuple[Live, KeyPair, KeyPair]]:
     cert_file, key_file = str(secret_dir / "tls.crt"), str(secret_dir / "tls.key")
     ctx = tls_context(cert_file, key_file)
     loaded: list[x509.Certificate] = []
-    reloader = CertReloader(ctx, cert_file, key_file, on_loaded=loaded.append, poll_s=0.5)
+    reloader = CertReloader(ctx, cert_file, key_file, on_loaded=loaded.append, poll_s=30)
     stop = asyncio.Event()
     port = free_port()
     readiness = Readiness()
@@ -197,7 +202,7 @@ async def test_plain_files_rewritten_in_place_by_self_managed_mode(tmp_path: Pat
         str(d / "tls.crt"),
         str(d / "tls.key"),
         on_loaded=lambda c: seen.append(c.serial_number),
-        poll_s=0.5,
+        poll_s=30,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(reloader.run(stop))
@@ -209,3 +214,36 @@ async def test_plain_files_rewritten_in_place_by_self_managed_mode(tmp_path: Pat
     stop.set()
     await asyncio.wait_for(task, 5)
     assert seen == [first.cert.serial_number, second.cert.serial_number]
+
+
+async def test_directory_appearing_later_is_picked_up_by_polling(tmp_path: Path) -> None:
+    """A volume mounted after start (no directory to watch yet): the poll fallback finds it."""
+    from webhook.certs import _write
+
+    ca = make_ca()
+    boot = make_leaf(ca, NAMES)
+    boot_dir = tmp_path / "boot"
+    boot_dir.mkdir()
+    _write(boot_dir / "tls.crt", boot.cert_pem, private=False)
+    _write(boot_dir / "tls.key", boot.key_pem, private=True)
+    ctx = tls_context(str(boot_dir / "tls.crt"), str(boot_dir / "tls.key"))
+    later = tmp_path / "later"
+    seen: list[int] = []
+    reloader = CertReloader(
+        ctx,
+        str(later / "tls.crt"),
+        str(later / "tls.key"),
+        on_loaded=lambda c: seen.append(c.serial_number),
+        poll_s=0.1,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(reloader.run(stop))
+    await asyncio.sleep(0.3)
+    assert seen == [] and reloader.failures >= 1  # nothing to load yet: the context keeps the boot pair
+    later.mkdir()
+    leaf = make_leaf(ca, NAMES)
+    _write(later / "tls.key", leaf.key_pem, private=True)
+    _write(later / "tls.crt", leaf.cert_pem, private=False)
+    await wait_for(lambda: seen == [leaf.cert.serial_number])
+    stop.set()
+    await asyncio.wait_for(task, 5)

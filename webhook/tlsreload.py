@@ -55,6 +55,7 @@ class CertReloader:
         self.loaded: LoadedPair | None = None
         self.reloads = 0
         self.failures = 0
+        self._last_failure = ""
 
     def _read(self) -> tuple[bytes, bytes]:
         return Path(self.cert_file).read_bytes(), Path(self.key_file).read_bytes()
@@ -87,6 +88,7 @@ class CertReloader:
             if not unchanged:
                 continue
             first = self.loaded is None
+            self._last_failure = ""
             self.loaded = LoadedPair(pair.cert, digest)
             self.reloads += 0 if first else 1
             log.info(
@@ -103,13 +105,14 @@ class CertReloader:
 
     def _failed(self, why: str) -> None:
         self.failures += 1
-        log.warning("certificate reload skipped", extra={"cert_file": self.cert_file, "reason": why})
+        if why != self._last_failure:  # once per distinct problem, not once per poll
+            log.warning("certificate reload skipped", extra={"cert_file": self.cert_file, "reason": why})
+        self._last_failure = why
 
     def _dirs(self) -> list[str]:
-        return sorted(
-            {str(Path(p).resolve().parent) for p in (self.cert_file, self.key_file)}
-            | {str(Path(p).absolute().parent) for p in (self.cert_file, self.key_file)}
-        )
+        # the directory holding the names, not their resolved targets: a Secret volume's
+        # ..data swap happens there, and the old timestamped target directory is deleted after it
+        return sorted({str(Path(p).absolute().parent) for p in (self.cert_file, self.key_file)})
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set. Start it as a task next to the server."""
@@ -127,8 +130,11 @@ class CertReloader:
             tick = asyncio.create_task(self._tick(stop, watch_stop))
             try:
                 async for _ in awatch(*dirs, stop_event=watch_stop, debounce=200, step=50, recursive=False):
-                    if self.check():
-                        break  # a ..data swap may have changed the resolved directory: re-aim the watch
+                    self.check()
+            except (OSError, RuntimeError) as exc:  # the directory went away: poll until it is back
+                log.warning("certificate watch failed; polling", extra={"error": str(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_s)
             finally:
                 watch_stop.set()
                 tick.cancel()
@@ -144,6 +150,4 @@ class CertReloader:
             if stop.is_set():
                 watch_stop.set()
                 return
-            if self.check():
-                watch_stop.set()
-                return
+            self.check()
