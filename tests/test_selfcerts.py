@@ -318,3 +318,22 @@ def test_renewal_due_boundaries() -> None:
     assert not selfcerts.renewal_due(ca.cert, end - dt.timedelta(days=61))
     assert selfcerts.renewal_due(ca.cert, end - dt.timedelta(days=60))
     assert selfcerts.renewal_due(ca.cert, end + dt.timedelta(days=1))
+
+
+def test_settings_from_config_and_background_thread(
+    kube: FakeKube, server: FakeKubeServer, tmp_path: Path
+) -> None:
+    from webhook.config import Config
+
+    config = Config(cert_file=str(tmp_path / "c" / "tls.crt"), key_file=str(tmp_path / "c" / "tls.key"))
+    s = selfcerts.settings_from_config(config, NS)
+    assert (s.secret_name, s.webhook_config_name, s.service) == (SECRET, MWC, "workload-tagger")
+    done = threading.Event()
+    thread, stop = selfcerts.start_renewal(
+        server.api_client(), s, on_renewed=lambda _: done.set(), interval_s=0.05
+    )
+    assert done.wait(20)  # first pass: nothing on disk yet, so it issues
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert trusted_by_apiserver(kube, s.cert_file)

@@ -364,6 +364,43 @@ def run_renewal(
             on_renewed(bundle)
 
 
+def settings_from_config(config: Any, namespace: str) -> SelfCertSettings:
+    """Settings from webhook.config.Config (fields cert_file, key_file, ca_secret_name,
+    webhook_config_name, service_name); defaults apply while a field is not declared yet."""
+    return SelfCertSettings(
+        namespace=namespace,
+        cert_file=config.cert_file,
+        key_file=config.key_file,
+        secret_name=getattr(config, "ca_secret_name", "") or "workload-tagger-ca",
+        webhook_config_name=getattr(config, "webhook_config_name", "") or "workload-tagger",
+        service=getattr(config, "service_name", "") or "workload-tagger",
+    )
+
+
+def start_renewal(
+    api_client: Any,
+    settings: SelfCertSettings,
+    on_renewed: Callable[[CertBundle], None] | None = None,
+    interval_s: float = 3600.0,
+) -> tuple[threading.Thread, threading.Event]:
+    """Start :func:`run_renewal` in a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_renewal,
+        kwargs={
+            "api_client": api_client,
+            "settings": settings,
+            "stop": stop,
+            "interval_s": interval_s,
+            "on_renewed": on_renewed,
+        },
+        name="cert-renewal",
+        daemon=True,
+    )
+    thread.start()
+    return thread, stop
+
+
 __all__ = [
     "CA_RENEW_BEFORE",
     "CA_VALIDITY",
@@ -376,4 +413,6 @@ __all__ = [
     "publish_trust",
     "renewal_due",
     "run_renewal",
+    "settings_from_config",
+    "start_renewal",
 ]
