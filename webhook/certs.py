@@ -6,20 +6,29 @@ so leaf renewals never need a caBundle change.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from webhook.errors import CLIError
+
+if TYPE_CHECKING:
+    from webhook.config import Config
+
 CA_VALIDITY = dt.timedelta(days=3650)
 LEAF_VALIDITY = dt.timedelta(days=365)
+# Curves offered by `certs generate --key-type`; P-256 is the default everywhere.
+CURVES: dict[str, ec.EllipticCurve] = {"ecdsa-p256": ec.SECP256R1(), "ecdsa-p384": ec.SECP384R1()}
 
 
 @dataclass(frozen=True)
@@ -39,17 +48,34 @@ class KeyPair:
 
 
 def service_names(service: str, namespace: str) -> list[str]:
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+    qualified = f"{service}.{namespace}"
+    return [service, qualified, f"{qualified}.svc", f"{qualified}.svc.cluster.local"]
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def make_ca(common_name: str = "workload-tagger CA", validity: dt.timedelta = CA_VALIDITY) -> KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
+def load_keypair(cert_pem: bytes, key_pem: bytes) -> KeyPair:
+    """Parse a PEM pair (as stored in a Secret); ValueError if it is not an EC pair that belongs together."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("key is not an ECDSA key")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise ValueError("key does not belong to the certificate")
+    return KeyPair(cert, key)
+
+
+def make_ca(
+    common_name: str = "workload-tagger CA",
+    validity: dt.timedelta = CA_VALIDITY,
+    curve: ec.EllipticCurve | None = None,
+    now: dt.datetime | None = None,
+) -> KeyPair:
+    key = ec.generate_private_key(curve or ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    now = now or _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -80,11 +106,17 @@ def _san_entry(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def make_leaf(ca: KeyPair, names: Sequence[str], validity: dt.timedelta = LEAF_VALIDITY) -> KeyPair:
+def make_leaf(
+    ca: KeyPair,
+    names: Sequence[str],
+    validity: dt.timedelta = LEAF_VALIDITY,
+    curve: ec.EllipticCurve | None = None,
+    now: dt.datetime | None = None,
+) -> KeyPair:
     if not names:
         raise ValueError("a serving certificate needs at least one name")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    key = ec.generate_private_key(curve or ec.SECP256R1())
+    now = now or _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
@@ -103,7 +135,9 @@ def make_leaf(ca: KeyPair, names: Sequence[str], validity: dt.timedelta = LEAF_V
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([_san_entry(n) for n in dict.fromkeys(names)]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([_san_entry(n) for n in dict.fromkeys(names)]), critical=False
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
@@ -121,15 +155,100 @@ def _write(path: Path, data: bytes, private: bool) -> None:
 
 
 def generate_files(
-    out: Path, service: str, namespace: str, extra_sans: Iterable[str] = ()
+    out: Path,
+    service: str,
+    namespace: str,
+    extra_sans: Iterable[str] = (),
+    leaf_validity: dt.timedelta = LEAF_VALIDITY,
+    ca_validity: dt.timedelta = CA_VALIDITY,
+    curve: ec.EllipticCurve | None = None,
 ) -> dict[str, Path]:
     """Write ca.crt, ca.key, tls.crt, tls.key into ``out``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    ca = make_ca()
-    leaf = make_leaf(ca, [*service_names(service, namespace), *extra_sans])
+    ca = make_ca(validity=ca_validity, curve=curve)
+    names = [*service_names(service, namespace), *extra_sans]
+    leaf = make_leaf(ca, names, validity=leaf_validity, curve=curve)
     paths = {name: out / name for name in ("ca.crt", "ca.key", "tls.crt", "tls.key")}
     _write(paths["ca.crt"], ca.cert_pem, private=False)
     _write(paths["ca.key"], ca.key_pem, private=True)
     _write(paths["tls.key"], leaf.key_pem, private=True)
     _write(paths["tls.crt"], leaf.cert_pem, private=False)
     return paths
+
+
+def san_names(cert: x509.Certificate) -> list[str]:
+    """DNS and IP SANs as text, in certificate order."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(v) for v in ext.get_values_for_type(x509.DNSName)] + [
+        str(v) for v in ext.get_values_for_type(x509.IPAddress)
+    ]
+
+
+def _valid_san(value: str) -> str:
+    """argparse type: a DNS name or an IP address; rejects what an apiserver could never dial."""
+    text = value.strip()
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if not text or any(not lbl or len(lbl) > 63 for lbl in labels) or not all(
+        c.isalnum() or c in "-*" for lbl in labels for c in lbl
+    ):
+        raise argparse.ArgumentTypeError(f"not a DNS name or IP address: {value!r}")
+    return text
+
+
+def _positive_days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {value!r}") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError("days must be at least 1")
+    return days
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `workload-tagger certs generate`."""
+    parser.add_argument(
+        "--service", default="workload-tagger", help="Service name (SANs S, S.NS, S.NS.svc, ...)"
+    )
+    parser.add_argument("--namespace", default="workload-tagger", help="namespace of the Service")
+    parser.add_argument("--out", default="certs", help="directory for ca.crt, ca.key, tls.crt, tls.key")
+    parser.add_argument(
+        "--san", action="append", default=[], type=_valid_san, metavar="NAME",
+        help="extra DNS name or IP address (repeatable)",
+    )
+    parser.add_argument(
+        "--days", type=_positive_days, default=LEAF_VALIDITY.days, help="serving certificate validity in days"
+    )
+    parser.add_argument(
+        "--ca-days", type=_positive_days, default=CA_VALIDITY.days, help="CA validity in days"
+    )
+    parser.add_argument("--key-type", choices=sorted(CURVES), default="ecdsa-p256", help="key algorithm")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Write a fresh CA and serving certificate; print where and until when."""
+    if args.days > args.ca_days:
+        raise CLIError(
+            f"--days ({args.days}) cannot exceed --ca-days ({args.ca_days}): the CA must outlive the leaf"
+        )
+    try:
+        paths = generate_files(
+            Path(args.out), args.service, args.namespace, args.san,
+            leaf_validity=dt.timedelta(days=args.days), ca_validity=dt.timedelta(days=args.ca_days),
+            curve=CURVES[args.key_type],
+        )
+    except OSError as exc:
+        raise CLIError(f"cannot write certificates to {args.out}: {exc.strerror or exc}") from None
+    leaf = x509.load_pem_x509_certificate(paths["tls.crt"].read_bytes())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    until = f"{leaf.not_valid_after_utc:%Y-%m-%d}"
+    print(f"serving certificate for {', '.join(san_names(leaf))} valid until {until}")
+    return 0
