@@ -51,6 +51,22 @@ class Config:
     port: int = field(default=8443, metadata={"help": "HTTPS port", "key": "port"})
     cert_file: str = field(default="certs/tls.crt", metadata={"help": "serving certificate (PEM)", "key": "certFile"})
     key_file: str = field(default="certs/tls.key", metadata={"help": "serving key (PEM)", "key": "keyFile"})
+    cert_mode: str = field(
+        default="files",
+        metadata={"help": "files: serve certFile/keyFile; self-managed: keep a CA in a Secret, patch the caBundle",
+                  "key": "certMode"},
+    )
+    ca_secret_name: str = field(
+        default="workload-tagger-ca", metadata={"help": "Secret holding the self-managed CA", "key": "caSecretName"}
+    )
+    webhook_config_name: str = field(
+        default="workload-tagger",
+        metadata={"help": "MutatingWebhookConfiguration whose caBundle self-managed mode patches",
+                  "key": "webhookConfigName"},
+    )
+    service_name: str = field(
+        default="workload-tagger", metadata={"help": "Service name the serving certificate is issued for", "key": "serviceName"}
+    )
     prefix: str = field(default="workload-tagger.io/", metadata={"help": "annotation key prefix", "key": "prefix"})
     plugin_source: str = field(
         default="auto",
@@ -177,6 +193,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"pluginSource must be auto, configmap, directory or none, not {config.plugin_source!r}")
     if config.plugin_source == "directory" and not config.plugins_dir:
         raise ConfigError("pluginSource=directory needs pluginsDir")
+    if config.cert_mode not in {"files", "self-managed"}:
+        raise ConfigError(f"certMode must be files or self-managed, not {config.cert_mode!r}")
     if not 0 < config.port < 65536:
         raise ConfigError(f"port {config.port} out of range")
     if config.log_level.lower() not in {"debug", "info", "warning", "error"}:
