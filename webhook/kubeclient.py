@@ -46,6 +46,11 @@ def client_configuration(config: Config) -> k8s.Configuration:
     return conf
 
 
+def api_client(config: Config) -> k8s.ApiClient:
+    """An API client for the configured cluster; every command that talks to one starts here."""
+    return k8s.ApiClient(client_configuration(config))
+
+
 def core_api(conf: k8s.Configuration) -> k8s.CoreV1Api:
     conf.retries = False
     return k8s.CoreV1Api(k8s.ApiClient(conf))

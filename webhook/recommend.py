@@ -15,11 +15,11 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from webhook import kubeclient
 from webhook.errors import CLIError
 from webhook.inputs import InputError, PodInput, load_pods, read_text
 
@@ -204,26 +204,6 @@ def groups_from_api_versions(text: str) -> set[str]:
 # -- live cluster -------------------------------------------------------------------------------
 
 
-def api_client(kubeconfig: str) -> Any:
-    """In-cluster credentials inside a Pod, else the kubeconfig (flag, $KUBECONFIG, ~/.kube/config)."""
-    from kubernetes import client
-    from kubernetes import config as kconfig_module
-
-    kconfig: Any = kconfig_module  # untyped loaders
-
-    configuration = client.Configuration()
-    try:
-        if not kubeconfig and Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists():
-            kconfig.load_incluster_config(client_configuration=configuration)
-        else:
-            kconfig.load_kube_config(config_file=kubeconfig or None, client_configuration=configuration)
-    except (kconfig.ConfigException, OSError, TypeError, ValueError) as exc:
-        raise CLIError(
-            f"cannot load Kubernetes credentials: {str(exc).splitlines()[0] if str(exc) else exc}"
-        ) from None
-    return client.ApiClient(configuration)
-
-
 def live_inputs(client_: Any, page: int = 500, timeout_s: float = 30.0) -> tuple[list[dict[str, Any]], bool]:
     """All Pods (paged) and whether route.openshift.io is served."""
     from kubernetes import client
@@ -278,7 +258,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if args.api_versions:
             raise CLIError("--api-versions only applies with a Pods file; the live cluster is asked directly")
         try:
-            pods, routes = live_inputs(api_client(config.kubeconfig))
+            pods, routes = live_inputs(kubeclient.api_client(config))
         except CLIError:
             raise
         except Exception as exc:
