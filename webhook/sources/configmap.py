@@ -66,6 +66,7 @@ class ConfigMapSource:
         self._watch_lock = threading.Lock()
         self._watch: watch.Watch | None = None
         self._last: dict[str, str] | None = None  # the snapshot last handed to the sink
+        self._rv: str | None = None  # where the next watch starts; None: list (afresh) first
         self._failures = 0
 
     @property
@@ -97,15 +98,14 @@ class ConfigMapSource:
     # --- the thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        resource_version: str | None = None  # None: we need a (fresh) list
         while not self._stopping.is_set():
-            listing = resource_version is None
+            listing = self._rv is None
             try:
-                if resource_version is None:
-                    resource_version = self._list()
-                resource_version = self._watch_once(resource_version)
+                if self._rv is None:
+                    self._rv = self._list()
+                self._watch_once(self._rv)
             except _Gone:
-                resource_version = None
+                self._rv = None
                 self._restarted("gone", "watch expired (410 Gone); listing afresh", logging.INFO)
             except Exception as exc:
                 if self._stopping.is_set():
@@ -141,12 +141,12 @@ class ConfigMapSource:
         self._synced.set()
         return rv
 
-    def _watch_once(self, resource_version: str) -> str:
-        """One watch request; returns the resourceVersion to continue from once it ends normally."""
+    def _watch_once(self, resource_version: str) -> None:
+        """One watch request; every event moves ``self._rv`` on, so a broken stream resumes after it."""
         stream = watch.Watch()  # type: ignore[no-untyped-call]
         with self._watch_lock:
             if self._stopping.is_set():
-                return resource_version
+                return
             self._watch = stream
         try:
             for event in stream.stream(  # type: ignore[no-untyped-call]
@@ -160,7 +160,7 @@ class ConfigMapSource:
             ):
                 if self._stopping.is_set():
                     break
-                resource_version = self._handle(event, resource_version)
+                self._rv = self._handle(event, self._rv or resource_version)
         except ApiException as exc:
             if exc.status == GONE:
                 raise _Gone() from exc
@@ -171,7 +171,6 @@ class ConfigMapSource:
         finally:
             with self._watch_lock:
                 self._watch = None
-        return resource_version
 
     def _handle(self, event: Mapping[str, Any], resource_version: str) -> str:
         kind = event.get("type")
