@@ -10,6 +10,7 @@ talk to it from the test's thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -98,7 +99,9 @@ def write_kubeconfig(path: Path, url: str, namespace: str = "default") -> Path:
                 "kind": "Config",
                 "clusters": [{"name": "test", "cluster": {"server": url.rstrip("/")}}],
                 "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
+                "contexts": [
+                    {"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}
+                ],
                 "current-context": "test",
             }
         )
@@ -124,7 +127,7 @@ class FakeConfigMapAPI:
     list_delay_s: float = 0.0
     forbid: set[str] = field(default_factory=set)  # verbs answered 403: get, list, watch, create, patch
     drop_watch_after_events: int | None = None  # next watch: drop the connection after N events
-    concurrent_write: tuple[str, str, dict[str, str]] | None = None  # lands just before the next PATCH
+    concurrent_write: tuple[str, str, dict[str, str]] | None = None  # lands just before the next write
     always_conflict: bool = False
     seen: list[Seen] = field(default_factory=list)
 
@@ -159,7 +162,7 @@ class FakeConfigMapAPI:
         self._loop = loop
         asyncio.set_event_loop(loop)
         self._changed = asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._recorder])
         app.router.add_route("*", "/api/v1/namespaces/{ns}/configmaps", self._collection)
         app.router.add_route("*", "/api/v1/namespaces/{ns}/configmaps/{name}", self._item)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
@@ -236,22 +239,27 @@ class FakeConfigMapAPI:
 
     # HTTP
 
-    def _record(self, request: web.Request) -> Seen:
+    @web.middleware
+    async def _recorder(self, request: web.Request, handler: Any) -> web.StreamResponse:
         seen = Seen(request.method, request.path, dict(request.query))
         self.seen.append(seen)
-        return seen
+        response: web.StreamResponse = await handler(request)
+        seen.status = response.status
+        return response
 
     def _forbidden(self, verb: str, namespace: str) -> web.Response:
-        message = f'configmaps is forbidden: User "test" cannot {verb} resource "configmaps" in namespace "{namespace}"'
+        who = 'User "test"'
+        message = (
+            f'configmaps is forbidden: {who} cannot {verb} resource "configmaps" in namespace "{namespace}"'
+        )
         return _status(403, "Forbidden", message)
 
     async def _collection(self, request: web.Request) -> web.StreamResponse:
-        seen = self._record(request)
         ns = request.match_info["ns"]
         if request.method == "GET" and request.query.get("watch") in ("true", "1", "True"):
             if "watch" in self.forbid:
                 return self._forbidden("watch", ns)
-            return await self._watch(request, ns, seen)
+            return await self._watch(request, ns)
         if request.method == "GET":
             if "list" in self.forbid:
                 return self._forbidden("list", ns)
@@ -259,25 +267,28 @@ class FakeConfigMapAPI:
                 await asyncio.sleep(self.list_delay_s)
             wanted = _field_name(request.query.get("fieldSelector", ""))
             items = [o for (n, name), o in self.objects.items() if n == ns and wanted in (None, name)]
-            seen.status = 200
             return web.json_response(
-                {"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {"resourceVersion": str(self.rv)}, "items": items}
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMapList",
+                    "metadata": {"resourceVersion": str(self.rv)},
+                    "items": items,
+                }
             )
         if request.method == "POST":
             if "create" in self.forbid:
                 return self._forbidden("create", ns)
             body = await request.json()
+            await self._concurrent_write()
             name = body["metadata"]["name"]
             if (ns, name) in self.objects:
                 return _status(409, "AlreadyExists", f'configmaps "{name}" already exists')
             obj = await self._put(ns, name, body.get("data") or {})
             obj["metadata"]["labels"] = body["metadata"].get("labels", {})
-            seen.status = 201
             return web.json_response(obj, status=201)
         return _status(405, "MethodNotAllowed", "method not allowed")
 
     async def _item(self, request: web.Request) -> web.StreamResponse:
-        seen = self._record(request)
         ns, name = request.match_info["ns"], request.match_info["name"]
         if request.method == "GET":
             if "get" in self.forbid:
@@ -289,22 +300,24 @@ class FakeConfigMapAPI:
             if "patch" in self.forbid:
                 return self._forbidden("patch", ns)
             body = await request.json()
-            if self.concurrent_write is not None:
-                other, self.concurrent_write = self.concurrent_write, None
-                await self._put(*other)
+            await self._concurrent_write()
             if (ns, name) not in self.objects:
                 return _status(404, "NotFound", f'configmaps "{name}" not found')
             wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
             current_rv = self.objects[(ns, name)]["metadata"]["resourceVersion"]
             if self.always_conflict or (wanted_rv is not None and wanted_rv != current_rv):
-                seen.status = 409
                 return _status(409, "Conflict", f'Operation cannot be fulfilled on configmaps "{name}"')
             obj = await self._put(ns, name, body.get("data") or {})
-            seen.status = 200
             return web.json_response(obj)
         return _status(405, "MethodNotAllowed", "method not allowed")
 
-    async def _watch(self, request: web.Request, ns: str, seen: Seen) -> web.StreamResponse:
+    async def _concurrent_write(self) -> None:
+        """Somebody else's write, landing between the client's read and its write."""
+        if self.concurrent_write is not None:
+            other, self.concurrent_write = self.concurrent_write, None
+            await self._put(*other)
+
+    async def _watch(self, request: web.Request, ns: str) -> web.StreamResponse:
         assert self._changed is not None
         since = int(request.query.get("resourceVersion") or 0)
         timeout = float(request.query.get("timeoutSeconds") or 30)
@@ -312,7 +325,6 @@ class FakeConfigMapAPI:
         wanted = _field_name(request.query.get("fieldSelector", ""))
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        seen.status = 200
         deadline = time.monotonic() + timeout
         sent = 0
         drop_after, self.drop_watch_after_events = self.drop_watch_after_events, None
@@ -331,12 +343,13 @@ class FakeConfigMapAPI:
             if remaining <= 0:
                 break
             changed = self._changed
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
         if bookmarks:
-            mark = {"type": "BOOKMARK", "object": {"kind": "ConfigMap", "metadata": {"resourceVersion": str(self.rv)}}}
+            mark = {
+                "type": "BOOKMARK",
+                "object": {"kind": "ConfigMap", "metadata": {"resourceVersion": str(self.rv)}},
+            }
             await response.write(json.dumps(mark).encode() + b"\n")
         await response.write_eof()
         return response
@@ -350,5 +363,12 @@ def _field_name(selector: str) -> str | None:
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
     return web.json_response(body, status=code)

@@ -105,7 +105,13 @@ async def test_added_modified_deleted_events_keep_last_set(kmock: kmock_lib.Kube
         await eventually(lambda: sink.last == {"again": HELLO}, what="re-created ConfigMap applied")
     finally:
         await asyncio.to_thread(source.stop)
-    assert sink.snapshots == [{}, {"hello": HELLO}, {"hello": BYE, "bye": BYE}, {"bye": BYE}, {"again": HELLO}]
+    assert sink.snapshots == [
+        {},
+        {"hello": HELLO},
+        {"hello": BYE, "bye": BYE},
+        {"bye": BYE},
+        {"again": HELLO},
+    ]
 
 
 async def test_deletion_clears_when_configured(kmock: kmock_lib.KubernetesEmulator) -> None:
@@ -126,7 +132,13 @@ async def test_410_gone_mid_stream_lists_afresh(kmock: kmock_lib.KubernetesEmula
     api = await kmock_setup(kmock)
     gone = {
         "type": "ERROR",
-        "object": {"kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired", "message": "too old"},
+        "object": {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "code": 410,
+            "reason": "Expired",
+            "message": "too old",
+        },
     }
     # The first watch stays quiet for a while, then expires; later watches are kmock's own.
     kmock["watch", kmock_lib.resource("v1/configmaps")][:1] << (lambda: asyncio.sleep(0.6), gone)
@@ -240,3 +252,20 @@ def test_forbidden_list_is_retried_not_fatal() -> None:
             assert sink.last == {"hello": HELLO}
         finally:
             source.stop()
+
+
+def test_stop_right_after_sync_does_not_wait_for_the_read_timeout() -> None:
+    """stop() may come while the watch request is still being sent, before it has a socket to cut."""
+    with FakeConfigMapAPI() as fake:
+        fake.put(NS, NAME, {"hello.lua": HELLO})
+        for _ in range(3):
+            api = core_api(fake.url)
+            source = make_source(
+                api, RecordingSink(), RecordingObserver(), watch_timeout_s=30, request_timeout_s=30.0
+            )
+            source.start()
+            wait_for(source.synced, what="first sync")
+            started = time.monotonic()
+            source.stop()
+            assert source_threads() == []
+            assert time.monotonic() - started < 5  # far below the 30 s bounds

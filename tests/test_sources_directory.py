@@ -57,7 +57,12 @@ def test_create_modify_delete_files(tmp_path: Path) -> None:
     finally:
         source.stop()
     assert directory_threads() == []
-    assert sink.snapshots == [{"hello": HELLO}, {"hello": HELLO, "bye": BYE}, {"hello": BYE, "bye": BYE}, {"hello": BYE}]
+    assert sink.snapshots == [
+        {"hello": HELLO},
+        {"hello": HELLO, "bye": BYE},
+        {"hello": BYE, "bye": BYE},
+        {"hello": BYE},
+    ]
     assert all(origin.startswith(f"directory {tmp_path}") for _, origin in sink.applied)
     assert observer.restarts == []
 

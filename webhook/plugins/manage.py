@@ -297,7 +297,25 @@ def _api_error(exc: Exception, verb: str, target: Target) -> CLIError:
         )
     if isinstance(exc, CLIError):
         return exc
-    return CLIError(f"cannot reach a cluster: {verb} {target.where}: {_one_line(exc)}")
+    host = getattr(getattr(getattr(target.api, "api_client", None), "configuration", None), "host", "?")
+    return CLIError(f"cannot reach a cluster at {host}: {_root_cause(exc)} (trying to {verb} {target.where})")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The OS-level reason under urllib3's wrappers ("Connection refused"), else the whole error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        reason = getattr(current, "reason", None)
+        current = (
+            current.__cause__
+            or current.__context__
+            or (reason if isinstance(reason, BaseException) else None)
+        )
+    return _one_line(exc)
 
 
 def _status_message(exc: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,14 +87,22 @@ class ConfigMapSource:
         return self._synced.wait(timeout)
 
     def stop(self) -> None:
+        """Stop the thread; a watch in progress is cut by shutting its socket down.
+
+        The watch may not have its socket yet when we are asked (the request is still being
+        sent), so keep cutting until the thread is gone, within the client-side bound.
+        """
         self._stopping.set()
-        with self._watch_lock:
-            if self._watch is not None:
-                self._watch.stop()  # type: ignore[no-untyped-call]  # shuts the socket: a blocked read returns
-        if self._thread is not None:
-            self._thread.join(timeout=self._request_timeout_s + 2.0)
-            if self._thread.is_alive():
-                log.warning("configmap source thread did not stop in time", extra={"configmap": self.where})
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + self._request_timeout_s + 2.0
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            with self._watch_lock:
+                if self._watch is not None:
+                    self._watch.stop()  # type: ignore[no-untyped-call]
+            self._thread.join(timeout=0.05)
+        if self._thread.is_alive():
+            log.warning("configmap source thread did not stop in time", extra={"configmap": self.where})
 
     # --- the thread -------------------------------------------------------------------------
 
