@@ -26,6 +26,10 @@ NS, NAME = "tagger", "workload-tagger-plugins"
 FAST = Backoff(initial_s=0.05, max_s=0.2, jitter=0.0)
 HELLO = 'function GetWorkloadTypeAndName(m) return "Deployment", "hello" end'
 BYE = 'function GetWorkloadTypeAndName(m) return "", "" end'
+GONE_EVENT = {
+    "type": "ERROR",
+    "object": {"kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired", "message": "too old"},
+}
 
 
 def make_source(api: Any, sink: RecordingSink, observer: RecordingObserver, **kw: Any) -> ConfigMapSource:
@@ -157,6 +161,23 @@ async def test_410_gone_mid_stream_lists_afresh(kmock: kmock_lib.KubernetesEmula
         await eventually(lambda: sink.last == {"hello": HELLO, "bye": BYE}, what="event after the relist")
     finally:
         await asyncio.to_thread(source.stop)
+
+
+async def test_watch_that_always_expires_backs_off(kmock: kmock_lib.KubernetesEmulator) -> None:
+    api = await kmock_setup(kmock)
+    kmock["watch", kmock_lib.resource("v1/configmaps")] << (GONE_EVENT,)
+    sink, observer = RecordingSink(), RecordingObserver()
+    source = make_source(api, sink, observer)  # back-off 0.05 s doubling to 0.2 s
+    source.start()
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        await asyncio.to_thread(source.stop)
+    lists = len(kmock[kmock_lib.action.LIST])
+    # Without back-off this loop would list hundreds of times a second; with it, about 8 times.
+    assert 3 <= lists <= 15
+    assert observer.restarts == [("configmap", "gone")] * len(observer.restarts)
+    assert sink.snapshots == [{}]
 
 
 async def test_stop_interrupts_a_quiet_watch_promptly(kmock: kmock_lib.KubernetesEmulator) -> None:

@@ -116,6 +116,9 @@ class ConfigMapSource:
             except _Gone:
                 self._rv = None
                 self._restarted("gone", "watch expired (410 Gone); listing afresh", logging.INFO)
+                if self._failures:  # expired again with no progress in between: do not spin
+                    self._stopping.wait(self._backoff.delay(self._failures - 1))
+                self._failures += 1
             except Exception as exc:
                 if self._stopping.is_set():
                     break
@@ -145,7 +148,6 @@ class ConfigMapSource:
             self._update(plugins_from_data(found[0].data, self.where), f"list rv={rv}")
         else:
             self._gone_missing(initial=self._last is None)
-        self._failures = 0
         self._observer.synced(SOURCE, True)
         self._synced.set()
         return rv
@@ -170,13 +172,15 @@ class ConfigMapSource:
                 if self._stopping.is_set():
                     break
                 self._rv = self._handle(event, self._rv or resource_version)
+            self._failures = 0  # the stream ended normally (server-side timeout): renew it
         except ApiException as exc:
             if exc.status == GONE:
                 raise _Gone() from exc
             raise
         except urllib3.exceptions.ReadTimeoutError:
-            if not self._stopping.is_set():
+            if not self._stopping.is_set():  # quiet for longer than the server-side timeout
                 log.debug("watch read timed out; renewing", extra={"configmap": self.where})
+            self._failures = 0
         finally:
             with self._watch_lock:
                 self._watch = None
@@ -189,7 +193,7 @@ class ConfigMapSource:
         if kind == "BOOKMARK":
             return new_rv
         if meta.get("name") != self._name:  # a server that ignores the field selector
-            return resource_version
+            return new_rv
         self._failures = 0
         if kind in ("ADDED", "MODIFIED"):
             self._update(plugins_from_data(raw.get("data"), self.where), f"{kind.lower()} rv={new_rv}")
