@@ -133,9 +133,11 @@ def plugin_name(raw: str) -> str:
 def create_plugin(
     target: Target, name: str, source: str, validate: Validator, attempts: int = ATTEMPTS
 ) -> str:
-    """Validate, then create the ConfigMap or set its key; returns created/updated/unchanged."""
+    """Validate, then create the ConfigMap or set its key; returns created/added/updated/unchanged."""
     try:
         validate(name, source)
+    except ImportError:
+        raise  # our own packaging fault, not the plugin's
     except Exception as exc:
         raise CLIError(f"plugin {name} rejected: {_one_line(exc)}") from None
     key = plugin_key(name)
