@@ -100,3 +100,27 @@ def test_removed_directory_keeps_the_last_set(tmp_path: Path) -> None:
     finally:
         source.stop()
     assert sink.snapshots == [{"hello": HELLO}, {"bye": BYE}]
+
+
+def test_mounted_configmap_swap_through_data_symlink(tmp_path: Path) -> None:
+    """The kubelet updates a mounted ConfigMap by swapping the ``..data`` symlink atomically."""
+    first = tmp_path / "..2026_01"
+    first.mkdir()
+    (first / "hello.lua").write_text(HELLO)
+    (tmp_path / "..data").symlink_to(first.name)
+    (tmp_path / "hello.lua").symlink_to("..data/hello.lua")
+    sink, observer = RecordingSink(), RecordingObserver()
+    source = make_source(tmp_path, sink, observer)
+    source.start()
+    try:
+        wait_for(lambda: sink.last == {"hello": HELLO}, what="initial load through symlinks")
+        second = tmp_path / "..2026_02"
+        second.mkdir()
+        (second / "hello.lua").write_text(BYE)
+        (tmp_path / "..data_tmp").symlink_to(second.name)
+        (tmp_path / "..data_tmp").rename(tmp_path / "..data")
+        shutil.rmtree(first)
+        wait_for(lambda: sink.last == {"hello": BYE}, what="swapped content")
+    finally:
+        source.stop()
+    assert sink.snapshots == [{"hello": HELLO}, {"hello": BYE}]

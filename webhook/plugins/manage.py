@@ -197,6 +197,8 @@ def list_plugins(target: Target, validate: Validator) -> list[PluginInfo]:
         try:
             validate(name, source)
             loads, error = True, ""
+        except ImportError:
+            raise
         except Exception as exc:
             loads, error = False, _one_line(exc)
         raw = source.encode()
