@@ -64,3 +64,27 @@ def test_kube_api_client_uses_the_kubeconfig_server(tmp_path: Path) -> None:
     api_client = kube_api_client(Config(kubeconfig=str(kubeconfig)))
     assert api_client.configuration.host == "http://127.0.0.1:1"
     assert api_client.configuration.api_key == {"BearerToken": "Bearer test-token"}
+
+
+def test_kube_api_client_prefers_the_in_cluster_service_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes.config import incluster_config, kube_config
+
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("service-account-token")
+    ca.write_text("not checked here")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    # A default kubeconfig exists too, but in a Pod the service account wins.
+    fallback = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1")
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(fallback))
+    api_client = kube_api_client(Config())
+    assert api_client.configuration.host == "https://10.0.0.1:443"
+    assert api_client.configuration.api_key == {"BearerToken": "bearer service-account-token"}
+    assert api_client.configuration.ssl_ca_cert == str(ca)
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")  # outside a Pod: the default kubeconfig
+    assert kube_api_client(Config()).configuration.host == "http://127.0.0.1:1"
