@@ -1,0 +1,138 @@
+"""Plugins from a directory of ``*.lua`` files (``make run``, development, non-cluster use).
+
+The whole directory is re-read on every change and on every quiet ``rescan_ms`` period, so a
+change made between the first read and the start of the watch is never lost, and a mounted
+ConfigMap (whose files are swapped through a ``..data`` symlink) works too. A file that cannot
+be read keeps its previous content in the snapshot: the sink then keeps its last good version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import watchfiles
+
+from webhook.sources import NullSourceObserver, PluginSink, SourceObserver
+from webhook.sources.snapshot import SUFFIX
+
+log = logging.getLogger("workload_tagger.sources.directory")
+
+SOURCE = "directory"
+
+
+def read_plugin_dir(path: str | Path, previous: dict[str, str] | None = None) -> dict[str, str]:
+    """name -> source for each readable ``*.lua`` file directly in ``path`` (hidden files skipped)."""
+    plugins: dict[str, str] = {}
+    for file in sorted(Path(path).glob("*" + SUFFIX)):
+        name = file.name[: -len(SUFFIX)]
+        if not name or name.startswith("."):
+            continue
+        try:
+            plugins[name] = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error(
+                "cannot read plugin file; keeping its last version",
+                extra={"file": str(file), "error": str(exc)},
+            )
+            if previous is not None and name in previous:
+                plugins[name] = previous[name]
+    return plugins
+
+
+class DirectorySource:
+    """Feeds ``sink`` from a directory; see :class:`webhook.sources.PluginSource`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        sink: PluginSink,
+        observer: SourceObserver | None = None,
+        debounce_ms: int = 200,
+        rescan_ms: int = 2000,
+    ) -> None:
+        self._path = Path(path)
+        self._sink = sink
+        self._observer = observer or NullSourceObserver()
+        self._debounce_ms = debounce_ms
+        self._rescan_ms = rescan_ms
+        self._stopping = threading.Event()
+        self._synced = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last: dict[str, str] | None = None
+        self._missing_logged = False
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("source already started")
+        self._thread = threading.Thread(target=self._run, name="plugins-directory", daemon=True)
+        self._thread.start()
+
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._synced.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopping.set()  # also watchfiles' stop_event: it returns within one step
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            if not self._path.is_dir():
+                self._missing()
+                self._stopping.wait(self._rescan_ms / 1000)
+                continue
+            self._missing_logged = False
+            try:
+                self._scan("initial" if self._last is None else "rescan")
+                for _changes in watchfiles.watch(
+                    self._path,
+                    watch_filter=None,
+                    debounce=self._debounce_ms,
+                    step=50,
+                    stop_event=self._stopping,
+                    rust_timeout=self._rescan_ms,
+                    yield_on_timeout=True,
+                    recursive=False,
+                    raise_interrupt=False,
+                ):
+                    if not self._path.is_dir():
+                        break
+                    self._scan("change")
+            except Exception as exc:  # a source thread must not die; retry after a pause
+                if self._stopping.is_set():
+                    break
+                self._observer.watch_restarted(SOURCE, "error")
+                log.warning(
+                    "plugin directory watch failed; retrying",
+                    extra={"dir": str(self._path), "error": str(exc)},
+                )
+                self._stopping.wait(self._rescan_ms / 1000)
+
+    def _missing(self) -> None:
+        if self._missing_logged:
+            return
+        self._missing_logged = True
+        if self._last is None:
+            log.warning("plugin directory does not exist (yet); no plugins", extra={"dir": str(self._path)})
+            self._apply({}, "absent")
+        elif self._last:
+            log.warning(
+                "plugin directory disappeared; keeping the last good plugin set",
+                extra={"dir": str(self._path)},
+            )
+
+    def _scan(self, why: str) -> None:
+        self._apply(read_plugin_dir(self._path, self._last), why)
+
+    def _apply(self, snapshot: dict[str, str], why: str) -> None:
+        if snapshot != self._last:
+            self._sink.apply(snapshot, origin=f"directory {self._path} ({why})")
+            self._last = snapshot
+            log.info("plugin snapshot applied", extra={"dir": str(self._path), "plugins": sorted(snapshot)})
+            self._observer.synced(SOURCE, True)
+        self._synced.set()
