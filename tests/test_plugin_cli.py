@@ -22,8 +22,8 @@ from kubernetes.config import kube_config
 from tests.sources_fakes import FakeConfigMapAPI, core_api, fake_validator, write_kubeconfig
 from webhook.config import Config
 from webhook.errors import CLIError
+from webhook.kubeclient import api_client as kube_api_client
 from webhook.plugins import manage
-from webhook.sources.factory import kube_api_client
 
 NS, NAME = "tagger", "workload-tagger-plugins"
 HELLO = 'function GetWorkloadTypeAndName(m) return "Deployment", "hello" end\n'

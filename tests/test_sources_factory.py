@@ -8,9 +8,10 @@ import pytest
 
 from tests.sources_fakes import FakeConfigMapAPI, RecordingObserver, RecordingSink, wait_for, write_kubeconfig
 from webhook.config import Config
+from webhook.kubeclient import api_client as kube_api_client
 from webhook.sources.configmap import ConfigMapSource
 from webhook.sources.directory import DirectorySource
-from webhook.sources.factory import build_source, kube_api_client
+from webhook.sources.factory import build_source
 
 
 def test_none_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,7 +41,8 @@ def client_configuration(config: Config) -> k8s.Configuration:
             except ConfigException:
                 k8s_config.load_kube_config(client_configuration=conf)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError, ValueError, TypeError) as exc:
-        raise CLIError(f"cannot reach a cluster: {one_line(str(exc))}", 2) from None
+        where = f"kubeconfig {config.kubeconfig}" if config.kubeconfig else "no in-cluster config and no kubeconfig"
+        raise CLIError(f"cannot reach a cluster: {where}: {one_line(str(exc)) or type(exc).__name__}", 2) from None
     conf.retries = False
     return conf
 

@@ -226,7 +226,7 @@ def _where(config: Config) -> str:
 def _target(config: Config) -> Target:
     from kubernetes import client
 
-    from webhook.sources.factory import kube_api_client
+    from webhook.kubeclient import api_client as kube_api_client
 
     api = client.CoreV1Api(kube_api_client(config))
     return Target(api, config.resolved_configmap_namespace(), config.configmap_name)

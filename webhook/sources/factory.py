@@ -1,41 +1,11 @@
-"""Pick and build the configured plugin source; one place that knows how to reach a cluster."""
+"""Pick and build the configured plugin source."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from webhook.config import Config
 from webhook.errors import CLIError
+from webhook.kubeclient import api_client
 from webhook.sources import PluginSink, PluginSource, SourceObserver
-
-
-def kube_api_client(config: Config) -> Any:
-    """A ``kubernetes.client.ApiClient``: the given kubeconfig, else in-cluster, else the default kubeconfig.
-
-    Raises :class:`CLIError` with one line when none of them is usable, so the CLI and the server
-    both fail with the same clear message instead of a traceback.
-    """
-    from kubernetes import client
-    from kubernetes import config as kube_config
-
-    configuration = client.Configuration()
-    try:
-        if config.kubeconfig:
-            kube_config.load_kube_config(config_file=config.kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            try:
-                kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            except kube_config.ConfigException:
-                kube_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except (kube_config.ConfigException, OSError, ValueError, TypeError) as exc:
-        where = (
-            f"kubeconfig {config.kubeconfig}"
-            if config.kubeconfig
-            else "no in-cluster config and no kubeconfig"
-        )
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise CLIError(f"cannot reach a cluster: {where}: {detail}") from None
-    return client.ApiClient(configuration)
 
 
 def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> PluginSource | None:
@@ -55,7 +25,7 @@ def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> 
         from webhook.sources.configmap import ConfigMapSource
 
         return ConfigMapSource(
-            client.CoreV1Api(kube_api_client(config)),
+            client.CoreV1Api(api_client(config)),
             config.resolved_configmap_namespace(),
             config.configmap_name,
             sink,
