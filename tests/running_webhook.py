@@ -79,9 +79,9 @@ class RunningWebhook:
 
 
 @contextmanager
-def running_webhook(tmp_path: Path, plugins: Callable[[], PluginSet], certs_validity: dt.timedelta) -> Iterator[
-    RunningWebhook
-]:
+def running_webhook(
+    tmp_path: Path, plugins: Callable[[], PluginSet], certs_validity: dt.timedelta
+) -> Iterator[RunningWebhook]:
     files = write_certs(tmp_path / "certs", certs_validity)
     metrics.set_cert_expiry(files.leaf.cert)
     port = free_port()
@@ -96,7 +96,9 @@ def running_webhook(tmp_path: Path, plugins: Callable[[], PluginSet], certs_vali
         readiness = Readiness()
         app = build_app(PodMutator(Resolver(), plugins), readiness, 1024 * 1024)
         serving = asyncio.create_task(
-            serve_until_stopped(app, "127.0.0.1", port, tls_context(str(files.cert), str(files.key)), readiness, 1.0, stop)
+            serve_until_stopped(
+                app, "127.0.0.1", port, tls_context(str(files.cert), str(files.key)), readiness, 1.0, stop
+            )
         )
         while not readiness.certs_loaded and not serving.done():
             await asyncio.sleep(0.01)

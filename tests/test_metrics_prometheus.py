@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import platform
 import re
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
-from running_webhook import RunningWebhook, cloneset_pod, deployment_pod, free_port, pod_review, running_webhook
+from running_webhook import (
+    RunningWebhook,
+    cloneset_pod,
+    deployment_pod,
+    free_port,
+    pod_review,
+    running_webhook,
+)
 
 import webhook
 from webhook import metrics
@@ -92,10 +101,6 @@ def value(base: str, expr: str) -> float | None:
     return float(result[0]["value"][1]) if len(result) == 1 else None
 
 
-def sample(name: str, **labels: str) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
-
 def dashboard_queries() -> list[str]:
     """Every panel expression, with Grafana's variables replaced the way Grafana would expand them."""
     dash = json.loads(DASHBOARD.read_text())
@@ -116,58 +121,117 @@ def alert_rules() -> list[dict[str, Any]]:
     return [r for g in doc["spec"]["groups"] for r in g["rules"]]
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Callable[[RunningWebhook], str]]:
-    procs: list[subprocess.Popen[bytes]] = []
+def selector(name: str, **labels: str) -> str:
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
-    def start(hook: RunningWebhook) -> str:
-        rules_file = tmp_path / "rules.yml"
-        rules_file.write_text(yaml.safe_dump(yaml.safe_load(RULES.read_text())["spec"]))
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules_file)],
-            "scrape_configs": [
-                {"job_name": "plain", "static_configs": [{"targets": [f"127.0.0.1:{hook.metrics_port}"]}]},
-                {
-                    "job_name": "tls",
-                    "scheme": "https",
-                    "tls_config": {"ca_file": str(hook.certs.ca)},
-                    "static_configs": [{"targets": [f"127.0.0.1:{hook.port}"]}],
-                },
+
+def start_prometheus(tmp_path: Path, hook: RunningWebhook) -> tuple[str, subprocess.Popen[bytes]]:
+    """Debian's prometheus on loopback, scraping both webhook ports every second, with our rules loaded."""
+    rules_file = tmp_path / "rules.yml"
+    rules_file.write_text(yaml.safe_dump(yaml.safe_load(RULES.read_text())["spec"]))
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules_file)],
+        "scrape_configs": [
+            {"job_name": "plain", "static_configs": [{"targets": [f"127.0.0.1:{hook.metrics_port}"]}]},
+            {
+                "job_name": "tls",
+                "scheme": "https",
+                "tls_config": {"ca_file": str(hook.certs.ca)},
+                "static_configs": [{"targets": [f"127.0.0.1:{hook.port}"]}],
+            },
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log_path = tmp_path / "prometheus.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                "/usr/bin/prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
             ],
-        }
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        log = (tmp_path / "prometheus.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [
-                    "/usr/bin/prometheus",
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
 
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(base + "/-/ready", timeout=1) as resp:
-                    return bool(resp.status == 200)
-            except OSError:
-                assert procs[0].poll() is None, (tmp_path / "prometheus.log").read_text()
-                return False
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/-/ready", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            assert proc.poll() is None, log_path.read_text()
+            return False
 
+    try:
         wait_for("prometheus ready", ready, 15)
-        return base
-
-    yield start
-    for proc in procs:
+    except BaseException:
         proc.terminate()
         proc.wait(10)
+        raise
+    return base, proc
+
+
+@dataclass(frozen=True)
+class Scraped:
+    """Prometheus after the traffic, plus registry values from before it (tests share the registry)."""
+
+    prom: str
+    hook: RunningWebhook
+    before: dict[str, float]
+    synced_at: float
+
+    def value(self, job: str, name: str, **labels: str) -> float | None:
+        return value(self.prom, selector(name, job=job, **labels))
+
+    def delta(self, job: str, name: str, **labels: str) -> float:
+        got = self.value(job, name, **labels)
+        assert got is not None, selector(name, job=job, **labels)
+        return got - self.before.get(selector(name, **labels), 0.0)
+
+
+ADMISSIONS = "workload_tagger_admission_requests_total"
+RESOLUTIONS = "workload_tagger_resolutions_total"
+PODS_SEEN = "workload_tagger_pods_seen_total"
+LATENCY = "workload_tagger_admission_duration_seconds"
+EVALUATIONS = "workload_tagger_plugin_evaluations_total"
+PLUGIN_LATENCY = "workload_tagger_plugin_evaluation_duration_seconds"
+# What the two rounds plus one slow review add up to (see drive_round).
+EXPECTED_ADMISSIONS = {
+    ("CREATE", "mutated"): 10,
+    ("CREATE", "unchanged"): 5,
+    ("UPDATE", "skipped"): 2,
+    ("CREATE", "error"): 2,
+    ("unknown", "invalid"): 2,
+}
+EXPECTED_RESOLUTIONS = {
+    ("builtin", "Deployment"): 6,
+    ("builtin", "CloneSet"): 2,
+    ("plugin", "StatefulSet"): 2,
+    ("none", "none"): 5,
+}
+EXPECTED_PLATFORMS = {"OpenKruise": 2, "none": 13}
+
+
+def registry_values() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for op, outcome in EXPECTED_ADMISSIONS:
+        out[selector(ADMISSIONS, operation=op, outcome=outcome)] = 0.0
+    for source, wtype in EXPECTED_RESOLUTIONS:
+        out[selector(RESOLUTIONS, source=source, workload_type=wtype)] = 0.0
+    for plat in EXPECTED_PLATFORMS:
+        out[selector(PODS_SEEN, platform=plat)] = 0.0
+    out[selector(LATENCY + "_count")] = 0.0
+    out[selector(LATENCY + "_bucket", le="1.0")] = 0.0
+    for metric in metrics.REGISTRY.collect():
+        for s in metric.samples:
+            key = selector(s.name, **s.labels)
+            if key in out:
+                out[key] = s.value
+    return out
 
 
 def drive_round(hook: RunningWebhook, round_no: int, flaky_observer: metrics.PluginMetrics) -> None:
@@ -187,14 +251,14 @@ def drive_round(hook: RunningWebhook, round_no: int, flaky_observer: metrics.Plu
     assert crash["allowed"] is True and "patch" not in crash
     status, _ = hook.post(b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"')
     assert status == 400
-    # A second plugin the engine would report on; 3 of its 5 calls fail one way or another.
+    # A second plugin, as the engine would report it: 3 of its 5 calls fail one way or another.
     for outcome in ("match", "no-match", "error", "budget", "memory"):
         flaky_observer.evaluated(FLAKY, outcome, 0.004)
 
 
-def test_prometheus_scrapes_and_answers_every_rule_and_panel(
-    tmp_path: Path, prometheus: Callable[[RunningWebhook], str]
-) -> None:
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
+    tmp_path = tmp_path_factory.mktemp("prometheus")
     plugin_metrics = metrics.PluginMetrics()
     plugin_metrics.load_failed("broken-prom", "[string \"broken-prom\"]:3: 'end' expected")
     plugin_metrics.set_loaded({STUB: "a" * 64, FLAKY: "b" * 64})
@@ -206,125 +270,130 @@ def test_prometheus_scrapes_and_answers_every_rule_and_panel(
     sources.watch_restarted("configmap", "gone")
     sources.watch_restarted("configmap", "HTTP 500 from apiserver")  # folded into "other"
     synced_at = time.time()
-
-    counters = {
-        ("CREATE", "mutated"): 0.0, ("CREATE", "unchanged"): 0.0, ("UPDATE", "skipped"): 0.0,
-        ("CREATE", "error"): 0.0, ("unknown", "invalid"): 0.0,
-    }
-    for op, outcome in counters:
-        counters[op, outcome] = sample("workload_tagger_admission_requests_total", operation=op, outcome=outcome)
-    resolutions = {
-        ("builtin", "Deployment"): 0.0, ("builtin", "CloneSet"): 0.0, ("plugin", "StatefulSet"): 0.0,
-        ("none", "none"): 0.0,
-    }
-    for source, wtype in resolutions:
-        resolutions[source, wtype] = sample("workload_tagger_resolutions_total", source=source, workload_type=wtype)
-    platforms = {p: sample("workload_tagger_pods_seen_total", platform=p) for p in ("OpenKruise", "none")}
-    latency_count = sample("workload_tagger_admission_duration_seconds_count")
-    under_1s = sample("workload_tagger_admission_duration_seconds_bucket", le="1.0")
+    before = registry_values()
 
     # The leaf expires in 10 days, so the certificate alert must fire.
     with running_webhook(tmp_path, lambda: StubPlugins(plugin_metrics), dt.timedelta(days=10)) as hook:
-        prom = prometheus(hook)
-        for job in JOBS:
-            wait_for(f"first scrape of {job}", lambda job=job: value(prom, f'up{{job="{job}"}}') == 1.0)
+        prom, proc = start_prometheus(tmp_path, hook)
+        try:
+            for job in JOBS:
+                wait_for(f"first scrape of {job}", lambda job=job: value(prom, selector("up", job=job)) == 1)
 
-        drive_round(hook, 1, plugin_metrics)
-        mutated_after_1 = counters["CREATE", "mutated"] + 5
-        for job in JOBS:
-            expr = f'workload_tagger_admission_requests_total{{job="{job}",operation="CREATE",outcome="mutated"}}'
-            wait_for(f"round 1 in {job}", lambda expr=expr: value(prom, expr) == mutated_after_1)
+            drive_round(hook, 1, plugin_metrics)
+            key = selector(ADMISSIONS, operation="CREATE", outcome="mutated")
+            for job in JOBS:
+                expr = selector(ADMISSIONS, job=job, operation="CREATE", outcome="mutated")
+                want = before[key] + 5
+                wait_for(f"round 1 in {job}", lambda expr=expr, want=want: value(prom, expr) == want)
 
-        drive_round(hook, 2, plugin_metrics)
-        assert "patch" not in hook.review(pod_review("r2-slow", labels={SLOW: "1"}))["response"]
+            drive_round(hook, 2, plugin_metrics)
+            assert "patch" not in hook.review(pod_review("r2-slow", labels={SLOW: "1"}))["response"]
+            for job in JOBS:
+                for (op, outcome), delta in EXPECTED_ADMISSIONS.items():
+                    expr = selector(ADMISSIONS, job=job, operation=op, outcome=outcome)
+                    want = before[selector(ADMISSIONS, operation=op, outcome=outcome)] + delta
+                    wait_for(f"{expr} == {want}", lambda expr=expr, want=want: value(prom, expr) == want)
+                expr = selector(PLUGIN_LATENCY + "_count", job=job, plugin=FLAKY)
+                wait_for(f"{expr} == 10", lambda expr=expr: value(prom, expr) == 10)
+            yield Scraped(prom, hook, before, synced_at)
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
-        expected_counts = {
-            ("CREATE", "mutated"): 10, ("CREATE", "unchanged"): 5, ("UPDATE", "skipped"): 2,
-            ("CREATE", "error"): 2, ("unknown", "invalid"): 2,
-        }
-        for job in JOBS:
-            for (op, outcome), delta in expected_counts.items():
-                expr = (
-                    f'workload_tagger_admission_requests_total{{job="{job}",operation="{op}",outcome="{outcome}"}}'
-                )
-                want = counters[op, outcome] + delta
-                wait_for(f"{expr} == {want}", lambda expr=expr, want=want: value(prom, expr) == want)
 
-        # --- values read back through PromQL equal the traffic driven ---------------------
-        for job in JOBS:
-            sel = f'job="{job}"'
-            for (source, wtype), delta in {
-                ("builtin", "Deployment"): 6, ("builtin", "CloneSet"): 2, ("plugin", "StatefulSet"): 2,
-                ("none", "none"): 5,
-            }.items():
-                got = value(prom, f'workload_tagger_resolutions_total{{{sel},source="{source}",workload_type="{wtype}"}}')
-                assert got == resolutions[source, wtype] + delta, (source, wtype, got)
-            assert value(prom, f'workload_tagger_pods_seen_total{{{sel},platform="OpenKruise"}}') == (
-                platforms["OpenKruise"] + 2
-            )
-            assert value(prom, f'workload_tagger_pods_seen_total{{{sel},platform="none"}}') == platforms["none"] + 13
-            # 19 timed reviews (invalid ones are not timed); only the slow one is above 1 s.
-            assert value(prom, f"workload_tagger_admission_duration_seconds_count{{{sel}}}") == latency_count + 19
-            assert value(prom, f'workload_tagger_admission_duration_seconds_bucket{{{sel},le="1.0"}}') == under_1s + 18
-            p99 = value(prom, f"histogram_quantile(0.99, sum by (le) (rate(workload_tagger_admission_duration_seconds_bucket{{{sel}}}[1m])))")
-            assert p99 is not None and 1.0 < p99 <= 2.0, p99
+@pytest.mark.parametrize("job", JOBS)
+def test_admission_values_read_back_equal_the_traffic(scraped: Scraped, job: str) -> None:
+    for (op, outcome), delta in EXPECTED_ADMISSIONS.items():
+        assert scraped.delta(job, ADMISSIONS, operation=op, outcome=outcome) == delta, (op, outcome)
+    for (source, wtype), delta in EXPECTED_RESOLUTIONS.items():
+        assert scraped.delta(job, RESOLUTIONS, source=source, workload_type=wtype) == delta, (source, wtype)
+    for plat, delta in EXPECTED_PLATFORMS.items():
+        assert scraped.delta(job, PODS_SEEN, platform=plat) == delta, plat
+    # 19 timed reviews (unreadable ones are not timed); only the slow one took more than 1 s.
+    assert scraped.delta(job, LATENCY + "_count") == 19
+    assert scraped.delta(job, LATENCY + "_bucket", le="1.0") == 18
+    p99 = value(
+        scraped.prom,
+        f"histogram_quantile(0.99, sum by (le) (rate({selector(LATENCY + '_bucket', job=job)}[1m])))",
+    )
+    assert p99 is not None and 1.0 < p99 <= 2.0, p99
 
-            ev = "workload_tagger_plugin_evaluations_total"
-            assert value(prom, f'{ev}{{{sel},plugin="{STUB}",outcome="match"}}') == 2
-            assert value(prom, f'{ev}{{{sel},plugin="{STUB}",outcome="no-match"}}') == 5
-            for outcome in ("match", "no-match", "error", "budget", "memory"):
-                assert value(prom, f'{ev}{{{sel},plugin="{FLAKY}",outcome="{outcome}"}}') == 2
-            assert value(prom, f'{ev}{{{sel},plugin="{FLAKY}",outcome="invalid"}}') == 0
-            assert value(prom, f'workload_tagger_plugin_evaluation_duration_seconds_count{{{sel},plugin="{FLAKY}"}}') == 10
-            assert value(prom, f'workload_tagger_plugin_evaluation_duration_seconds_bucket{{{sel},plugin="{FLAKY}",le="0.0025"}}') == 0
-            assert value(prom, f'workload_tagger_plugin_evaluation_duration_seconds_bucket{{{sel},plugin="{FLAKY}",le="0.005"}}') == 10
-            assert value(prom, f"workload_tagger_plugins_loaded{{{sel}}}") == 2
-            assert value(prom, f"workload_tagger_plugins_failed{{{sel}}}") == 1
-            info = query(prom, f"workload_tagger_plugin_info{{{sel}}}")
-            assert {(r["metric"]["plugin"], r["metric"]["sha256"]) for r in info} == {
-                (STUB, "a" * 64), (FLAKY, "b" * 64)
-            }
-            assert value(prom, f'workload_tagger_plugin_load_errors_total{{{sel},plugin="broken-prom"}}') == 1
 
-            assert value(prom, f'workload_tagger_source_synced{{{sel},source="configmap"}}') == 1
-            assert value(prom, f'workload_tagger_source_synced{{{sel},source="directory"}}') == 0
-            last = value(prom, f'workload_tagger_source_last_sync_timestamp_seconds{{{sel},source="configmap"}}')
-            assert last is not None and abs(last - synced_at) < 5
-            assert value(prom, f'workload_tagger_source_last_sync_timestamp_seconds{{{sel},source="directory"}}') == 0
-            assert value(prom, f'workload_tagger_source_syncs_total{{{sel},source="directory",result="failure"}}') == 1
-            restarts = query(prom, f'workload_tagger_source_watch_restarts_total{{{sel},source="configmap"}} > 0')
-            assert {r["metric"]["reason"]: r["value"][1] for r in restarts} == {"gone": "1", "other": "1"}
+@pytest.mark.parametrize("job", JOBS)
+def test_plugin_values_read_back_equal_the_calls(scraped: Scraped, job: str) -> None:
+    v = scraped.value
+    assert v(job, EVALUATIONS, plugin=STUB, outcome="match") == 2
+    assert v(job, EVALUATIONS, plugin=STUB, outcome="no-match") == 5
+    for outcome in ("match", "no-match", "error", "budget", "memory"):
+        assert v(job, EVALUATIONS, plugin=FLAKY, outcome=outcome) == 2, outcome
+    assert v(job, EVALUATIONS, plugin=FLAKY, outcome="invalid") == 0
+    assert v(job, PLUGIN_LATENCY + "_count", plugin=FLAKY) == 10
+    assert v(job, PLUGIN_LATENCY + "_bucket", plugin=FLAKY, le="0.0025") == 0
+    assert v(job, PLUGIN_LATENCY + "_bucket", plugin=FLAKY, le="0.005") == 10
+    assert v(job, "workload_tagger_plugins_loaded") == 2
+    assert v(job, "workload_tagger_plugins_failed") == 1
+    info = query(scraped.prom, selector("workload_tagger_plugin_info", job=job))
+    assert {(r["metric"]["plugin"], r["metric"]["sha256"]) for r in info} == {
+        (STUB, "a" * 64),
+        (FLAKY, "b" * 64),
+    }
+    assert v(job, "workload_tagger_plugin_load_errors_total", plugin="broken-prom") == 1
 
-            expiry = value(prom, f"workload_tagger_serving_certificate_expiry_timestamp_seconds{{{sel}}}")
-            assert expiry == hook.certs.leaf.cert.not_valid_after_utc.timestamp()
-            build = query(prom, f"workload_tagger_build_info{{{sel}}}")
-            assert [r["metric"]["version"] for r in build] == [webhook.__version__]
 
-        # --- every alert expression and every dashboard query returns data ----------------
-        rules = alert_rules()
-        assert {r["alert"] for r in rules} >= {
-            "WorkloadTaggerAdmissionErrors", "WorkloadTaggerPluginErrors", "WorkloadTaggerCertificateExpiringSoon",
-            "WorkloadTaggerSourceNotSynced", "WorkloadTaggerSlowAdmission", "WorkloadTaggerPluginLoadFailed",
-        }
-        for rule in rules:
-            result = query(prom, rule["expr"])
-            assert result, f"alert {rule['alert']} has no data: {rule['expr']}"
-        not_synced = query(prom, next(r["expr"] for r in rules if r["alert"] == "WorkloadTaggerSourceNotSynced"))
-        assert {r["metric"]["source"] for r in not_synced} == {"directory"}
-        flaky = query(prom, next(r["expr"] for r in rules if r["alert"] == "WorkloadTaggerPluginErrors"))
-        assert {r["metric"]["plugin"] for r in flaky} == {FLAKY}
+@pytest.mark.parametrize("job", JOBS)
+def test_source_cert_and_build_values_read_back(scraped: Scraped, job: str) -> None:
+    v = scraped.value
+    assert v(job, "workload_tagger_source_synced", source="configmap") == 1
+    assert v(job, "workload_tagger_source_synced", source="directory") == 0
+    last = v(job, "workload_tagger_source_last_sync_timestamp_seconds", source="configmap")
+    assert last is not None and abs(last - scraped.synced_at) < 5
+    assert v(job, "workload_tagger_source_last_sync_timestamp_seconds", source="directory") == 0
+    assert v(job, "workload_tagger_source_syncs_total", source="directory", result="failure") == 1
+    restarts = query(
+        scraped.prom,
+        selector("workload_tagger_source_watch_restarts_total", job=job, source="configmap") + " > 0",
+    )
+    assert {r["metric"]["reason"]: r["value"][1] for r in restarts} == {"gone": "1", "other": "1"}
+    expiry = v(job, "workload_tagger_serving_certificate_expiry_timestamp_seconds")
+    assert expiry == scraped.hook.certs.leaf.cert.not_valid_after_utc.timestamp()
+    build = query(scraped.prom, selector("workload_tagger_build_info", job=job))
+    assert [(r["metric"]["version"], r["metric"]["python_version"]) for r in build] == [
+        (webhook.__version__, platform.python_version())
+    ]
 
-        # Prometheus itself loaded the rule file and has every alert pending (all have a `for`).
-        def all_alerts_active() -> bool:
-            active = {a["labels"]["alertname"] for a in prom_get(prom, "/api/v1/alerts")["alerts"]}
-            return active >= {r["alert"] for r in rules}
 
-        wait_for("every alert pending in Prometheus", all_alerts_active, 10)
+def test_every_alert_expression_fires_on_the_driven_faults(scraped: Scraped) -> None:
+    rules = {r["alert"]: r["expr"] for r in alert_rules()}
+    assert set(rules) >= {
+        "WorkloadTaggerAdmissionErrors",
+        "WorkloadTaggerPluginErrors",
+        "WorkloadTaggerPluginLoadFailed",
+        "WorkloadTaggerCertificateExpiringSoon",
+        "WorkloadTaggerSourceNotSynced",
+        "WorkloadTaggerSlowAdmission",
+    }
+    for name, expr in rules.items():
+        assert query(scraped.prom, expr), f"alert {name} has no data: {expr}"
+    # ...and only on the faulty parts.
+    not_synced = query(scraped.prom, rules["WorkloadTaggerSourceNotSynced"])
+    assert {r["metric"]["source"] for r in not_synced} == {"directory"}
+    plugin_errors = query(scraped.prom, rules["WorkloadTaggerPluginErrors"])
+    assert {r["metric"]["plugin"] for r in plugin_errors} == {FLAKY}
 
-        for expr in dashboard_queries():
-            assert query(prom, expr), f"dashboard query has no data: {expr}"
-        jobs = prom_get(prom, "/api/v1/label/job/values", **{"match[]": "workload_tagger_build_info"})
-        assert sorted(jobs) == sorted(JOBS)
+    # Prometheus itself loaded the rule file and holds every alert pending (each has a `for`).
+    def all_alerts_active() -> bool:
+        active = {a["labels"]["alertname"] for a in prom_get(scraped.prom, "/api/v1/alerts")["alerts"]}
+        return active >= set(rules)
+
+    wait_for("every alert pending in Prometheus", all_alerts_active, 10)
+
+
+def test_every_dashboard_query_returns_data(scraped: Scraped) -> None:
+    for expr in dashboard_queries():
+        assert query(scraped.prom, expr), f"dashboard query has no data: {expr}"
+    # The dashboard's job variable lists both scrape jobs.
+    jobs = prom_get(scraped.prom, "/api/v1/label/job/values", **{"match[]": "workload_tagger_build_info"})
+    assert sorted(jobs) == sorted(JOBS)
 
 
 def test_promtool_check_metrics_is_silent_on_our_exposition() -> None:
@@ -343,6 +412,8 @@ def test_promtool_check_metrics_is_silent_on_our_exposition() -> None:
 def test_promtool_check_rules_passes_on_the_prometheus_rule(tmp_path: Path) -> None:
     rules_file = tmp_path / "rules.yml"
     rules_file.write_text(yaml.safe_dump(yaml.safe_load(RULES.read_text())["spec"]))
-    done = subprocess.run(["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(rf"SUCCESS: {len(alert_rules())} rules found", done.stdout), done.stdout

@@ -14,6 +14,7 @@ it has never seen at a lower value).
 
 from __future__ import annotations
 
+import contextlib
 import platform as _platform
 import threading
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from webhook.rules import BUILTIN_RULES
 from webhook.types import KNOWN_TYPES, Resolution, canonical_type
 
 # `_created` series double the series count and Prometheus 2.x does not use them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 NS = "workload_tagger"
@@ -48,15 +49,43 @@ WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
 PLATFORMS = tuple(sorted({r.platform for r in BUILTIN_RULES if r.platform}))
 
 ADMISSION_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
 )
 """Sub-millisecond to 1 s for the normal range; 2 s (the apiserver's webhook timeout we ship) and
 5 s so that a p99 *above* 1 s is measurable — with 1 s as the last finite bucket,
 ``histogram_quantile`` could never report more than 1 s and the latency alert could never fire."""
 
 PLUGIN_BUCKETS = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0,
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
 )
 
 # --- admission ------------------------------------------------------------------------------
@@ -107,9 +136,7 @@ PLUGIN_LATENCY = Histogram(
     registry=REGISTRY,
     buckets=PLUGIN_BUCKETS,
 )
-PLUGINS_LOADED = Gauge(
-    "plugins_loaded", "Plugins in the set now in force.", namespace=NS, registry=REGISTRY
-)
+PLUGINS_LOADED = Gauge("plugins_loaded", "Plugins in the set now in force.", namespace=NS, registry=REGISTRY)
 PLUGINS_FAILED = Gauge(
     "plugins_failed",
     "Plugins that failed to load in the most recent apply (kept out of the set in force).",
@@ -193,10 +220,7 @@ RESOLUTIONS.labels(NONE, NONE)
 
 def observe_admission(operation: str, outcome: str, seconds: float | None) -> None:
     """Count one answered review; ``seconds`` is None for reviews rejected before timing made sense."""
-    if not operation:
-        op = UNKNOWN_OPERATION
-    else:
-        op = operation if operation in OPERATIONS else OTHER
+    op = (operation if operation in OPERATIONS else OTHER) if operation else UNKNOWN_OPERATION
     ADMISSION_REQUESTS.labels(op, outcome if outcome in ADMISSION_OUTCOMES else OTHER).inc()
     if seconds is not None:
         ADMISSION_LATENCY.observe(seconds)
@@ -326,10 +350,8 @@ class SourceMetrics:
 
 
 def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
-    try:
+    with contextlib.suppress(KeyError):  # never created, or already gone
         metric.remove(*labels)
-    except KeyError:
-        pass
 
 
 # --- exposition -----------------------------------------------------------------------------
