@@ -40,6 +40,7 @@ from webhook.plugins import PluginAnswer
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
 DASHBOARD = ROOT / "manifests" / "monitoring" / "grafana-dashboard.json"
+DOCS = ROOT / "docs" / "metrics.md"
 JOBS = ("plain", "tls")
 STUB = "stub-prom"
 FLAKY = "flaky-prom"
@@ -113,6 +114,12 @@ def dashboard_queries() -> list[str]:
         assert "$" not in expr, expr
         out.append(expr)
     return out
+
+
+def doc_examples() -> list[str]:
+    examples = re.findall(r"```promql\n(.*?)```", DOCS.read_text(), re.S)
+    assert len(examples) >= 3
+    return [e.strip() for e in examples]
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -389,9 +396,11 @@ def test_every_alert_expression_fires_on_the_driven_faults(scraped: Scraped) -> 
     wait_for("every alert pending in Prometheus", all_alerts_active, 10)
 
 
-def test_every_dashboard_query_returns_data(scraped: Scraped) -> None:
+def test_every_dashboard_query_and_doc_example_returns_data(scraped: Scraped) -> None:
     for expr in dashboard_queries():
         assert query(scraped.prom, expr), f"dashboard query has no data: {expr}"
+    for expr in doc_examples():
+        assert query(scraped.prom, expr), f"docs/metrics.md example has no data: {expr}"
     # The dashboard's job variable lists both scrape jobs.
     jobs = prom_get(scraped.prom, "/api/v1/label/job/values", **{"match[]": "workload_tagger_build_info"})
     assert sorted(jobs) == sorted(JOBS)
