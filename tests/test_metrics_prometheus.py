@@ -66,7 +66,7 @@ class StubPlugins:
         if CRASH in labels:
             raise RuntimeError("engine bug")
         if SLOW in labels:
-            time.sleep(1.2)
+            time.sleep(1.1)
         claim = labels.get(CLAIM)
         self.observer.evaluated(STUB, "match" if claim else "no-match", time.perf_counter() - started)
         if claim:
@@ -126,6 +126,15 @@ def alert_rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(RULES.read_text())
     assert doc["apiVersion"] == "monitoring.coreos.com/v1" and doc["kind"] == "PrometheusRule"
     return [r for g in doc["spec"]["groups"] for r in g["rules"]]
+
+
+def latest(series: str) -> str:
+    """The newest sample within a minute, skipping staleness markers.
+
+    On this shared 2-core machine a scrape can exceed its 1 s timeout; Prometheus then marks the
+    target's series stale and a plain instant query returns nothing until the next good scrape.
+    """
+    return f"last_over_time({series}[1m])"
 
 
 def selector(name: str, **labels: str) -> str:
@@ -192,7 +201,14 @@ class Scraped:
     synced_at: float
 
     def value(self, job: str, name: str, **labels: str) -> float | None:
-        return value(self.prom, selector(name, job=job, **labels))
+        return value(self.prom, latest(selector(name, job=job, **labels)))
+
+    def answers(self, expr: str) -> list[dict[str, Any]]:
+        """The query's result once it has one (up to 10 s); see :func:`latest` for why it may need a retry."""
+        deadline = time.monotonic() + 10
+        while not (result := query(self.prom, expr)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return result
 
     def delta(self, job: str, name: str, **labels: str) -> float:
         got = self.value(job, name, **labels)
@@ -206,10 +222,14 @@ PODS_SEEN = "workload_tagger_pods_seen_total"
 LATENCY = "workload_tagger_admission_duration_seconds"
 EVALUATIONS = "workload_tagger_plugin_evaluations_total"
 PLUGIN_LATENCY = "workload_tagger_plugin_evaluation_duration_seconds"
-# What the two rounds plus one slow review add up to (see drive_round).
+# Slow reviews: 3 of 21, so p99 > 1 s holds with a margin. With 1 of 19 it sits within the few
+# percent by which rate() extrapolates bucket series differently (their start values differ, as
+# other tests in the process observed earlier), and the quantile flickered below 1 s.
+SLOW_REVIEWS = 3
+# What the two rounds plus the slow reviews add up to (see drive_round).
 EXPECTED_ADMISSIONS = {
     ("CREATE", "mutated"): 10,
-    ("CREATE", "unchanged"): 5,
+    ("CREATE", "unchanged"): 4 + SLOW_REVIEWS,
     ("UPDATE", "skipped"): 2,
     ("CREATE", "error"): 2,
     ("unknown", "invalid"): 2,
@@ -218,9 +238,9 @@ EXPECTED_RESOLUTIONS = {
     ("builtin", "Deployment"): 6,
     ("builtin", "CloneSet"): 2,
     ("plugin", "StatefulSet"): 2,
-    ("none", "none"): 5,
+    ("none", "none"): 4 + SLOW_REVIEWS,
 }
-EXPECTED_PLATFORMS = {"OpenKruise": 2, "none": 13}
+EXPECTED_PLATFORMS = {"OpenKruise": 2, "none": 12 + SLOW_REVIEWS}
 
 
 def registry_values() -> dict[str, float]:
@@ -294,7 +314,8 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
                 wait_for(f"round 1 in {job}", lambda expr=expr, want=want: value(prom, expr) == want)
 
             drive_round(hook, 2, plugin_metrics)
-            assert "patch" not in hook.review(pod_review("r2-slow", labels={SLOW: "1"}))["response"]
+            for i in range(SLOW_REVIEWS):
+                assert "patch" not in hook.review(pod_review(f"r2-slow-{i}", labels={SLOW: "1"}))["response"]
             for job in JOBS:
                 for (op, outcome), delta in EXPECTED_ADMISSIONS.items():
                     expr = selector(ADMISSIONS, job=job, operation=op, outcome=outcome)
@@ -316,8 +337,8 @@ def test_admission_values_read_back_equal_the_traffic(scraped: Scraped, job: str
         assert scraped.delta(job, RESOLUTIONS, source=source, workload_type=wtype) == delta, (source, wtype)
     for plat, delta in EXPECTED_PLATFORMS.items():
         assert scraped.delta(job, PODS_SEEN, platform=plat) == delta, plat
-    # 19 timed reviews (unreadable ones are not timed); only the slow one took more than 1 s.
-    assert scraped.delta(job, LATENCY + "_count") == 19
+    # 18 + 3 timed reviews (unreadable ones are not timed); only the slow ones took more than 1 s.
+    assert scraped.delta(job, LATENCY + "_count") == 18 + SLOW_REVIEWS
     assert scraped.delta(job, LATENCY + "_bucket", le="1.0") == 18
     p99 = value(
         scraped.prom,
@@ -330,7 +351,7 @@ def test_admission_values_read_back_equal_the_traffic(scraped: Scraped, job: str
 def test_plugin_values_read_back_equal_the_calls(scraped: Scraped, job: str) -> None:
     v = scraped.value
     assert v(job, EVALUATIONS, plugin=STUB, outcome="match") == 2
-    assert v(job, EVALUATIONS, plugin=STUB, outcome="no-match") == 5
+    assert v(job, EVALUATIONS, plugin=STUB, outcome="no-match") == 4 + SLOW_REVIEWS
     for outcome in ("match", "no-match", "error", "budget", "memory"):
         assert v(job, EVALUATIONS, plugin=FLAKY, outcome=outcome) == 2, outcome
     assert v(job, EVALUATIONS, plugin=FLAKY, outcome="invalid") == 0
@@ -339,7 +360,7 @@ def test_plugin_values_read_back_equal_the_calls(scraped: Scraped, job: str) -> 
     assert v(job, PLUGIN_LATENCY + "_bucket", plugin=FLAKY, le="0.005") == 10
     assert v(job, "workload_tagger_plugins_loaded") == 2
     assert v(job, "workload_tagger_plugins_failed") == 1
-    info = query(scraped.prom, f'workload_tagger_plugin_info{{job="{job}",plugin=~"{STUB}|{FLAKY}"}}')
+    info = query(scraped.prom, latest(f'workload_tagger_plugin_info{{job="{job}",plugin=~"{STUB}|{FLAKY}"}}'))
     assert {(r["metric"]["plugin"], r["metric"]["sha256"]) for r in info} == {
         (STUB, "a" * 64),
         (FLAKY, "b" * 64),
@@ -358,12 +379,12 @@ def test_source_cert_and_build_values_read_back(scraped: Scraped, job: str) -> N
     assert v(job, "workload_tagger_source_syncs_total", source="directory", result="failure") == 1
     restarts = query(
         scraped.prom,
-        selector("workload_tagger_source_watch_restarts_total", job=job, source="configmap") + " > 0",
+        latest(selector("workload_tagger_source_watch_restarts_total", job=job, source="configmap")) + " > 0",
     )
     assert {r["metric"]["reason"]: r["value"][1] for r in restarts} == {"gone": "1", "other": "1"}
     expiry = v(job, "workload_tagger_serving_certificate_expiry_timestamp_seconds")
     assert expiry == scraped.hook.certs.leaf.cert.not_valid_after_utc.timestamp()
-    build = query(scraped.prom, selector("workload_tagger_build_info", job=job))
+    build = query(scraped.prom, latest(selector("workload_tagger_build_info", job=job)))
     assert [(r["metric"]["version"], r["metric"]["python_version"]) for r in build] == [
         (webhook.__version__, platform.python_version())
     ]
@@ -380,12 +401,12 @@ def test_every_alert_expression_fires_on_the_driven_faults(scraped: Scraped) -> 
         "WorkloadTaggerSlowAdmission",
     }
     for name, expr in rules.items():
-        assert query(scraped.prom, expr), f"alert {name} has no data: {expr}"
+        assert scraped.answers(expr), f"alert {name} has no data: {expr}"
     # ...and only on the faulty parts.
-    not_synced = query(scraped.prom, rules["WorkloadTaggerSourceNotSynced"])
+    not_synced = scraped.answers(rules["WorkloadTaggerSourceNotSynced"])
     not_synced_sources = {r["metric"]["source"] for r in not_synced}
     assert "directory" in not_synced_sources and "configmap" not in not_synced_sources
-    plugin_errors = {r["metric"]["plugin"] for r in query(scraped.prom, rules["WorkloadTaggerPluginErrors"])}
+    plugin_errors = {r["metric"]["plugin"] for r in scraped.answers(rules["WorkloadTaggerPluginErrors"])}
     assert FLAKY in plugin_errors and STUB not in plugin_errors
 
     # Prometheus itself loaded the rule file and holds every alert pending (each has a `for`).
@@ -398,9 +419,9 @@ def test_every_alert_expression_fires_on_the_driven_faults(scraped: Scraped) -> 
 
 def test_every_dashboard_query_and_doc_example_returns_data(scraped: Scraped) -> None:
     for expr in dashboard_queries():
-        assert query(scraped.prom, expr), f"dashboard query has no data: {expr}"
+        assert scraped.answers(expr), f"dashboard query has no data: {expr}"
     for expr in doc_examples():
-        assert query(scraped.prom, expr), f"docs/metrics.md example has no data: {expr}"
+        assert scraped.answers(expr), f"docs/metrics.md example has no data: {expr}"
     # The dashboard's job variable lists both scrape jobs.
     jobs = prom_get(scraped.prom, "/api/v1/label/job/values", **{"match[]": "workload_tagger_build_info"})
     assert sorted(jobs) == sorted(JOBS)
