@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 import pytest
-from running_webhook import cloneset_pod, deployment_pod, pod_review, running_webhook
 
+from tests.running_webhook import cloneset_pod, deployment_pod, pod_review, running_webhook
 from webhook import logs
 from webhook.plugins import PluginAnswer
 

@@ -24,7 +24,9 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from running_webhook import (
+
+import webhook
+from tests.running_webhook import (
     RunningWebhook,
     cloneset_pod,
     deployment_pod,
@@ -32,8 +34,6 @@ from running_webhook import (
     pod_review,
     running_webhook,
 )
-
-import webhook
 from webhook import metrics
 from webhook.plugins import PluginAnswer
 
