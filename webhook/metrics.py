@@ -1,11 +1,94 @@
-"""Every metric, defined once. Label values are bounded sets (operations, outcomes, plugin names)."""
+"""Every metric, defined once, and the observers that feed them.
+
+Names follow the Prometheus conventions: one prefix (``workload_tagger_``), base units
+(seconds, unix timestamps), ``_total`` on counters. Every label value comes from a small
+fixed set or from something the operator configured (loaded plugins, rule platforms,
+plugin sources) — never from a request (no Pod names, namespaces or uids) — so a hostile
+or merely busy cluster cannot grow the series count. Values outside a fixed set are folded
+into ``other`` rather than passed through.
+
+The admission series are created at zero for every known operation/outcome pair at import,
+so ``rate()`` sees the very first request (Prometheus cannot count an increase on a series
+it has never seen at a lower value).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import contextlib
+import platform as _platform
+import threading
+from collections.abc import Mapping
+
+from aiohttp import web
+from cryptography import x509
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
+
+from webhook import __version__
+from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH
+from webhook.rules import BUILTIN_RULES
+from webhook.types import KNOWN_TYPES, Resolution, canonical_type
+
+# `_created` series double the series count and Prometheus 2.x does not use them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 NS = "workload_tagger"
+OTHER = "other"
+NONE = "none"
+
+# --- bounded label vocabularies -------------------------------------------------------------
+
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+# "unknown" is the operation of a review too malformed to read one from.
+UNKNOWN_OPERATION = "unknown"
+ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "invalid")
+RESOLUTION_SOURCES = ("builtin", "config", "plugin")
+PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID)
+WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
+PLATFORMS = tuple(sorted({r.platform for r in BUILTIN_RULES if r.platform}))
+
+ADMISSION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+)
+"""Sub-millisecond to 1 s for the normal range; 2 s (the apiserver's webhook timeout we ship) and
+5 s so that a p99 *above* 1 s is measurable — with 1 s as the last finite bucket,
+``histogram_quantile`` could never report more than 1 s and the latency alert could never fire."""
+
+PLUGIN_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+# --- admission ------------------------------------------------------------------------------
 
 ADMISSION_REQUESTS = Counter(
     "admission_requests",
@@ -19,5 +102,280 @@ ADMISSION_LATENCY = Histogram(
     "Time to answer one admission review, from body read to response encoded.",
     namespace=NS,
     registry=REGISTRY,
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    buckets=ADMISSION_BUCKETS,
 )
+RESOLUTIONS = Counter(
+    "resolutions",
+    "Pods examined, by what resolved them (builtin rule, config rule, plugin, or none) and workload type.",
+    ["source", "workload_type"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+PODS_SEEN = Counter(
+    "pods_seen",
+    "Pods examined, by platform (OpenShift, OpenKruise, ...; none when the rule names no platform).",
+    ["platform"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+
+# --- plugins --------------------------------------------------------------------------------
+
+PLUGIN_EVALUATIONS = Counter(
+    "plugin_evaluations",
+    "Plugin calls, by plugin and outcome (match, no-match, error, budget, memory, invalid).",
+    ["plugin", "outcome"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+PLUGIN_LATENCY = Histogram(
+    "plugin_evaluation_duration_seconds",
+    "Time of one plugin call, by plugin.",
+    ["plugin"],
+    namespace=NS,
+    registry=REGISTRY,
+    buckets=PLUGIN_BUCKETS,
+)
+PLUGINS_LOADED = Gauge("plugins_loaded", "Plugins in the set now in force.", namespace=NS, registry=REGISTRY)
+PLUGINS_FAILED = Gauge(
+    "plugins_failed",
+    "Plugins that failed to load in the most recent apply (kept out of the set in force).",
+    namespace=NS,
+    registry=REGISTRY,
+)
+PLUGIN_INFO = Gauge(
+    "plugin_info",
+    "Always 1, one series per loaded plugin, carrying the sha256 of its source.",
+    ["plugin", "sha256"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+PLUGIN_LOAD_ERRORS = Counter(
+    "plugin_load_errors",
+    "Plugin sources that failed to compile or load, by plugin.",
+    ["plugin"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+
+# --- plugin sources -------------------------------------------------------------------------
+
+SOURCE_SYNCS = Counter(
+    "source_syncs",
+    "Complete reads of a plugin source (ConfigMap list, directory scan), by source and result.",
+    ["source", "result"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+SOURCE_SYNCED = Gauge(
+    "source_synced",
+    "1 when the latest sync attempt of the source succeeded, 0 when it failed or none succeeded yet.",
+    ["source"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+SOURCE_LAST_SYNC = Gauge(
+    "source_last_sync_timestamp_seconds",
+    "Unix time of the latest successful sync of the source (0: never).",
+    ["source"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+SOURCE_WATCH_RESTARTS = Counter(
+    "source_watch_restarts",
+    "Watches of a plugin source started again, by source and reason (gone, error, timeout, closed, other).",
+    ["source", "reason"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+
+# --- process --------------------------------------------------------------------------------
+
+CERT_EXPIRY = Gauge(
+    "serving_certificate_expiry_timestamp_seconds",
+    "Unix time at which the serving certificate in use stops being valid.",
+    namespace=NS,
+    registry=REGISTRY,
+)
+BUILD_INFO = Gauge(
+    "build_info",
+    "Always 1; the version running and the Python it runs on.",
+    ["version", "python_version"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(__version__, _platform.python_version()).set(1)
+
+for _op in (*OPERATIONS, UNKNOWN_OPERATION):
+    for _outcome in ADMISSION_OUTCOMES:
+        if (_op == UNKNOWN_OPERATION) == (_outcome == "invalid"):
+            ADMISSION_REQUESTS.labels(_op, _outcome)
+for _platform_name in (*PLATFORMS, NONE):
+    PODS_SEEN.labels(_platform_name)
+RESOLUTIONS.labels(NONE, NONE)
+
+
+# --- admission helpers (called by the server) -----------------------------------------------
+
+
+def observe_admission(operation: str, outcome: str, seconds: float | None) -> None:
+    """Count one answered review; ``seconds`` is None for reviews rejected before timing made sense."""
+    op = (operation if operation in OPERATIONS else OTHER) if operation else UNKNOWN_OPERATION
+    ADMISSION_REQUESTS.labels(op, outcome if outcome in ADMISSION_OUTCOMES else OTHER).inc()
+    if seconds is not None:
+        ADMISSION_LATENCY.observe(seconds)
+
+
+def resolution_source(resolved_by: str) -> str:
+    """``builtin``, ``config`` or ``plugin`` from a ``resolved-by`` value such as ``plugin:kruise``.
+
+    The label is the kind of source, not the rule or plugin name: rule names would add a dozen
+    series per type for little insight, and per-plugin detail is already in the plugin metrics.
+    """
+    kind = resolved_by.partition(":")[0]
+    return kind if kind in RESOLUTION_SOURCES else OTHER
+
+
+def observe_resolution(resolution: Resolution | None) -> None:
+    """Count one examined Pod by who resolved it; None (nobody claimed it) counts as ``none``/``none``.
+
+    Types outside :data:`KNOWN_TYPES` (possible with allowCustomTypes) fold into ``other``.
+    """
+    if resolution is None:
+        RESOLUTIONS.labels(NONE, NONE).inc()
+        return
+    wtype = canonical_type(resolution.workload_type) or OTHER
+    RESOLUTIONS.labels(resolution_source(resolution.resolved_by), wtype).inc()
+
+
+def observe_platform(platform: str | None) -> None:
+    """Count one examined Pod by platform; rule platforms are a configured, bounded set."""
+    PODS_SEEN.labels(platform or NONE).inc()
+
+
+def set_cert_expiry(cert: x509.Certificate) -> None:
+    """Record the expiry of the serving certificate now in use (call again after each reload)."""
+    CERT_EXPIRY.set(cert.not_valid_after_utc.timestamp())
+
+
+def prime_resolutions() -> None:
+    """Create every source/type series at zero, so dashboards show them from the first request."""
+    for source in RESOLUTION_SOURCES:
+        for wtype in KNOWN_TYPES:
+            RESOLUTIONS.labels(source, wtype)
+
+
+prime_resolutions()
+
+
+# --- observers (called by the plugin engine and the sources) --------------------------------
+
+
+class PluginMetrics:
+    """The :class:`webhook.plugins.PluginObserver` that feeds the plugin metrics.
+
+    Contract with the engine: within one apply, report ``load_failed`` for each plugin that did
+    not compile *before* ``set_loaded`` with the set now in force. ``set_loaded`` then sets
+    ``plugins_failed`` to those failures and drops every series of plugins that are neither loaded
+    nor just failed, so renaming plugins over months does not accumulate series.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[str, str] = {}
+        self._failed: set[str] = set()
+        self._known_failed: set[str] = set()
+
+    def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
+        PLUGIN_EVALUATIONS.labels(plugin, outcome if outcome in PLUGIN_OUTCOMES else ERROR).inc()
+        PLUGIN_LATENCY.labels(plugin).observe(seconds)
+
+    def load_failed(self, plugin: str, error: str) -> None:
+        with self._lock:
+            self._failed.add(plugin)
+            self._known_failed.add(plugin)
+        PLUGIN_LOAD_ERRORS.labels(plugin).inc()
+
+    def set_loaded(self, plugins: Mapping[str, str]) -> None:
+        with self._lock:
+            previous, self._loaded = self._loaded, dict(plugins)
+            failed, self._failed = self._failed, set()
+            for name, sha in previous.items():
+                if plugins.get(name) != sha:
+                    _remove(PLUGIN_INFO, name, sha)
+                if name not in plugins:
+                    for outcome in PLUGIN_OUTCOMES:
+                        _remove(PLUGIN_EVALUATIONS, name, outcome)
+                    _remove(PLUGIN_LATENCY, name)
+            for name in self._known_failed - failed - set(plugins):
+                _remove(PLUGIN_LOAD_ERRORS, name)
+            self._known_failed = failed | (self._known_failed & set(plugins))
+            for name, sha in plugins.items():
+                PLUGIN_INFO.labels(name, sha).set(1)
+                for outcome in PLUGIN_OUTCOMES:
+                    PLUGIN_EVALUATIONS.labels(name, outcome)
+                PLUGIN_LATENCY.labels(name)
+            PLUGINS_LOADED.set(len(plugins))
+            PLUGINS_FAILED.set(len(failed))
+
+
+class SourceMetrics:
+    """The :class:`webhook.sources.SourceObserver` that feeds the source metrics.
+
+    ``source`` should be the kind of source (``configmap``, ``directory``): a fixed set.
+    Sources should report ``synced(ok=True)`` after every complete list, including the relist
+    after a watch restart, so that the last-sync time also says the watch is alive.
+    """
+
+    def expect(self, source: str) -> None:
+        """Create the series before the first sync, so "never synced" is visible (synced=0, time=0)."""
+        SOURCE_SYNCED.labels(source).set(0)
+        SOURCE_LAST_SYNC.labels(source).set(0)
+        for result in ("success", "failure"):
+            SOURCE_SYNCS.labels(source, result)
+        for reason in (*WATCH_RESTART_REASONS, OTHER):
+            SOURCE_WATCH_RESTARTS.labels(source, reason)
+
+    def synced(self, source: str, ok: bool) -> None:
+        SOURCE_SYNCS.labels(source, "success" if ok else "failure").inc()
+        SOURCE_SYNCED.labels(source).set(1 if ok else 0)
+        if ok:
+            SOURCE_LAST_SYNC.labels(source).set_to_current_time()
+        else:
+            # Make the series exist (at 0 = never) without overwriting an earlier success.
+            SOURCE_LAST_SYNC.labels(source)
+
+    def watch_restarted(self, source: str, reason: str) -> None:
+        SOURCE_WATCH_RESTARTS.labels(source, reason if reason in WATCH_RESTART_REASONS else OTHER).inc()
+
+
+def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never created, or already gone
+        metric.remove(*labels)
+
+
+# --- exposition -----------------------------------------------------------------------------
+
+
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The registry in the format the scraper asked for (OpenMetrics or text 0.0.4), with its content type."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(REGISTRY), content_type
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body, content_type = exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+async def start_metrics_server(host: str, port: int) -> web.AppRunner:
+    """Serve ``/metrics`` over plain HTTP on its own port; the caller owns ``runner.cleanup()``.
+
+    With port 0 the bound port is in ``runner.addresses``.
+    """
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

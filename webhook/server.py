@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from webhook import admission, metrics
-from webhook.mutate import ERROR, PodMutator
+from webhook.mutate import ERROR, MUTATED, UNCHANGED, PodMutator
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -80,7 +80,7 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         try:
             req = admission.decode(body)
         except admission.AdmissionError as exc:
-            metrics.ADMISSION_REQUESTS.labels("", INVALID).inc()
+            metrics.observe_admission("", INVALID, None)
             log.warning("malformed admission review", extra={"error": str(exc)})
             raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
         decision = mutator.handle(req)
@@ -89,9 +89,11 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
                 "resolution failed; allowed without patch",
                 extra={"uid": req.uid, "error": decision.error},
             )
+        if decision.outcome in (MUTATED, UNCHANGED):
+            metrics.observe_resolution(decision.resolution)
+            metrics.observe_platform(decision.resolution.platform if decision.resolution else None)
         out = admission.encode(decision.response)
-        metrics.ADMISSION_REQUESTS.labels(req.operation, decision.outcome).inc()
-        metrics.ADMISSION_LATENCY.observe(time.perf_counter() - started)
+        metrics.observe_admission(req.operation, decision.outcome, time.perf_counter() - started)
         return out
 
     async def healthz(_: web.Request) -> web.Response:
@@ -107,6 +109,7 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.metrics_handler)
     return app
 
 

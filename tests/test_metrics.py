@@ -1,0 +1,190 @@
+"""Metric label bounding, observer bookkeeping and exposition, read back from the registry itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from webhook import certs, metrics
+from webhook.types import Resolution
+
+
+def val(name: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, labels)
+
+
+def series_labels(name: str) -> list[dict[str, str]]:
+    """Label sets of ``name`` as exposed, parsed from the real exposition text."""
+    body, _ = metrics.exposition()
+    return [
+        s.labels
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == name
+    ]
+
+
+def test_every_metric_has_the_prefix_and_counters_end_in_total() -> None:
+    body, _ = metrics.exposition()
+    families = list(text_string_to_metric_families(body.decode()))
+    assert families
+    for family in families:
+        assert family.name.startswith("workload_tagger_"), family.name
+        for s in family.samples:
+            if family.type == "counter":
+                assert s.name.endswith("_total"), s.name
+    assert not [f for f in families if f.name.endswith("_created")]
+
+
+@pytest.mark.parametrize(
+    ("operation", "label"),
+    [
+        ("CREATE", "CREATE"),
+        ("UPDATE", "UPDATE"),
+        ("", "unknown"),
+        ("DROP TABLE pods", "other"),
+        ("create", "other"),
+    ],
+)
+def test_admission_operation_label_is_bounded(operation: str, label: str) -> None:
+    before = val("workload_tagger_admission_requests_total", operation=label, outcome="skipped") or 0.0
+    metrics.observe_admission(operation, "skipped", 0.0003)
+    assert val("workload_tagger_admission_requests_total", operation=label, outcome="skipped") == before + 1
+    assert {s["operation"] for s in series_labels("workload_tagger_admission_requests_total")} <= {
+        *metrics.OPERATIONS,
+        "unknown",
+        "other",
+    }
+
+
+def test_invalid_reviews_are_counted_but_not_timed() -> None:
+    count = val("workload_tagger_admission_duration_seconds_count") or 0.0
+    invalid = val("workload_tagger_admission_requests_total", operation="unknown", outcome="invalid") or 0.0
+    metrics.observe_admission("", "invalid", None)
+    assert (
+        val("workload_tagger_admission_requests_total", operation="unknown", outcome="invalid") == invalid + 1
+    )
+    assert val("workload_tagger_admission_duration_seconds_count") == count
+
+
+def test_latency_buckets_reach_past_one_second_so_p99_above_it_is_measurable() -> None:
+    bounds = metrics.ADMISSION_BUCKETS
+    assert bounds[0] < 0.001 and 1.0 in bounds and max(bounds) > 1.0
+    before = val("workload_tagger_admission_duration_seconds_bucket", le="2.0") or 0.0
+    under_1 = val("workload_tagger_admission_duration_seconds_bucket", le="1.0") or 0.0
+    metrics.observe_admission("CREATE", "unchanged", 1.5)
+    assert val("workload_tagger_admission_duration_seconds_bucket", le="2.0") == before + 1
+    assert val("workload_tagger_admission_duration_seconds_bucket", le="1.0") == under_1
+
+
+@pytest.mark.parametrize(
+    ("resolution", "source", "wtype"),
+    [
+        (Resolution("Deployment", "web", None, "builtin:deployment"), "builtin", "Deployment"),
+        (
+            Resolution("StatefulSet", "db", "OpenKruise", "config:apps.kruise.io-statefulset"),
+            "config",
+            "StatefulSet",
+        ),
+        (Resolution("CloneSet", "cart", None, "plugin:kruise"), "plugin", "CloneSet"),
+        # allowCustomTypes lets plugins invent types: they must not become label values.
+        (Resolution("MyOperatorThing-4711", "x", None, "plugin:custom"), "plugin", "other"),
+        (Resolution("Job", "x", None, "weird"), "other", "Job"),
+        (None, "none", "none"),
+    ],
+)
+def test_resolution_labels_are_source_kind_and_known_type(
+    resolution: Resolution | None, source: str, wtype: str
+) -> None:
+    before = val("workload_tagger_resolutions_total", source=source, workload_type=wtype) or 0.0
+    metrics.observe_resolution(resolution)
+    assert val("workload_tagger_resolutions_total", source=source, workload_type=wtype) == before + 1
+    exposed = series_labels("workload_tagger_resolutions_total")
+    assert {s["workload_type"] for s in exposed} <= {*metrics.KNOWN_TYPES, "other", "none"}
+    assert not any(s["source"].startswith(("plugin:", "builtin:")) for s in exposed)
+
+
+def test_platform_none_when_the_rule_names_none() -> None:
+    before = val("workload_tagger_pods_seen_total", platform="none") or 0.0
+    metrics.observe_platform(None)
+    assert val("workload_tagger_pods_seen_total", platform="none") == before + 1
+    metrics.observe_platform("OpenShift")
+    assert (val("workload_tagger_pods_seen_total", platform="OpenShift") or 0) >= 1
+
+
+def test_plugin_series_of_removed_plugins_are_dropped() -> None:
+    obs = metrics.PluginMetrics()
+    obs.set_loaded({"rm-a": "1" * 64, "rm-b": "2" * 64})
+    obs.evaluated("rm-a", "match", 0.001)
+    obs.evaluated("rm-b", "error", 0.001)
+    assert val("workload_tagger_plugins_loaded") == 2
+    assert val("workload_tagger_plugin_info", plugin="rm-a", sha256="1" * 64) == 1
+
+    # rm-a changes source, rm-b disappears, rm-c fails to compile in the same apply.
+    obs.load_failed("rm-c", "syntax error near 'end'")
+    obs.set_loaded({"rm-a": "3" * 64})
+    assert val("workload_tagger_plugins_loaded") == 1
+    assert val("workload_tagger_plugins_failed") == 1
+    info = {(s["plugin"], s["sha256"]) for s in series_labels("workload_tagger_plugin_info")}
+    assert {p for p in info if p[0].startswith("rm-")} == {("rm-a", "3" * 64)}
+    plugins_with_evaluations = {
+        s["plugin"] for s in series_labels("workload_tagger_plugin_evaluations_total")
+    }
+    assert "rm-a" in plugins_with_evaluations and "rm-b" not in plugins_with_evaluations
+    assert val("workload_tagger_plugin_evaluations_total", plugin="rm-a", outcome="match") == 1
+    assert val("workload_tagger_plugin_evaluation_duration_seconds_count", plugin="rm-b") is None
+    assert val("workload_tagger_plugin_load_errors_total", plugin="rm-c") == 1
+
+    # rm-c is removed from the source: its load-error series goes with it; the failure gauge clears.
+    obs.set_loaded({"rm-a": "3" * 64})
+    assert val("workload_tagger_plugins_failed") == 0
+    assert val("workload_tagger_plugin_load_errors_total", plugin="rm-c") is None
+    obs.set_loaded({})
+    assert not [s for s in series_labels("workload_tagger_plugin_info") if s["plugin"].startswith("rm-")]
+
+
+def test_unknown_plugin_outcome_counts_as_error() -> None:
+    obs = metrics.PluginMetrics()
+    obs.set_loaded({"odd": "4" * 64})
+    obs.evaluated("odd", "exploded", 0.002)
+    assert val("workload_tagger_plugin_evaluations_total", plugin="odd", outcome="error") == 1
+    assert "exploded" not in {s["outcome"] for s in series_labels("workload_tagger_plugin_evaluations_total")}
+    obs.set_loaded({})
+
+
+def test_source_observer_tracks_sync_state_and_bounds_reasons() -> None:
+    src = metrics.SourceMetrics()
+    src.expect("unit-src")
+    assert val("workload_tagger_source_synced", source="unit-src") == 0
+    assert val("workload_tagger_source_last_sync_timestamp_seconds", source="unit-src") == 0
+    src.synced("unit-src", True)
+    ok_at = val("workload_tagger_source_last_sync_timestamp_seconds", source="unit-src")
+    assert ok_at is not None and ok_at > 1.7e9
+    src.synced("unit-src", False)
+    # A failure clears "synced" but keeps the time of the last success.
+    assert val("workload_tagger_source_synced", source="unit-src") == 0
+    assert val("workload_tagger_source_last_sync_timestamp_seconds", source="unit-src") == ok_at
+    assert val("workload_tagger_source_syncs_total", source="unit-src", result="failure") == 1
+    src.watch_restarted("unit-src", "gone")
+    src.watch_restarted("unit-src", "ProtocolError('Connection broken: IncompleteRead(0 bytes read)')")
+    reasons = {s["reason"] for s in series_labels("workload_tagger_source_watch_restarts_total")}
+    assert reasons <= {*metrics.WATCH_RESTART_REASONS, "other"}
+    assert val("workload_tagger_source_watch_restarts_total", source="unit-src", reason="other") == 1
+
+
+def test_cert_expiry_is_the_leaf_not_after() -> None:
+    leaf = certs.make_leaf(certs.make_ca(), ["webhook.svc"], dt.timedelta(days=3))
+    metrics.set_cert_expiry(leaf.cert)
+    assert val("workload_tagger_serving_certificate_expiry_timestamp_seconds") == (
+        leaf.cert.not_valid_after_utc.timestamp()
+    )
+
+
+def test_exposition_negotiates_openmetrics_for_prometheus() -> None:
+    body, content_type = metrics.exposition("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith(b"# EOF")
+    text, plain = metrics.exposition(None)
+    assert plain.startswith("text/plain; version=0.0.4") and b"# EOF" not in text
