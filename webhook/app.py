@@ -10,12 +10,14 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
 from webhook import logs
 from webhook.admission import AdmissionRequest
-from webhook.config import Config
+from webhook.config import Config, own_namespace
 from webhook.errors import CLIError
 from webhook.inputs import PodInput, load_pods
 from webhook.mutate import PodMutator
@@ -23,6 +25,9 @@ from webhook.plugins import EMPTY, PluginSet
 from webhook.resolver import Resolver, ResolverSettings
 from webhook.rules import user_rules
 from webhook.types import UNRESOLVED_JSON
+
+if TYPE_CHECKING:
+    from webhook.plugins.registry import PluginLimits
 
 log = logging.getLogger("workload_tagger.app")
 
@@ -51,11 +56,9 @@ def plugin_set_for_cli(config: Config) -> PluginSet:
     """The plugins of ``--plugins DIR`` (or none), loaded once for an offline command."""
     if not config.plugins_dir:
         return EMPTY
-    from webhook.plugins.registry import PluginLimits
     from webhook.plugins.tool import plugin_set_from_dir
 
-    limits = PluginLimits(config.plugin_instructions, config.plugin_memory_mb * 1024 * 1024)
-    return plugin_set_from_dir(config.plugins_dir, limits)
+    return plugin_set_from_dir(config.plugins_dir, plugin_limits(config))
 
 
 def as_request(pod: PodInput) -> AdmissionRequest:
@@ -93,28 +96,85 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
     logs.setup(config.log_level)
     from webhook import server
 
-    try:
-        server.check_tls_files(config.cert_file, config.key_file)
-    except server.TLSFileError as exc:
-        raise CLIError(str(exc)) from None
+    if config.cert_mode == "files":
+        try:
+            server.check_tls_files(config.cert_file, config.key_file)
+        except server.TLSFileError as exc:
+            raise CLIError(str(exc)) from None
     asyncio.run(serve(config))
     return 0
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Wire registry, source, mutator and server; run until SIGTERM (or ``stop``)."""
-    from webhook import server
+def plugin_limits(config: Config) -> PluginLimits:
+    from webhook.plugins.registry import PluginLimits
 
-    plugins: PluginSet = EMPTY
-    readiness = server.Readiness()
+    return PluginLimits(config.plugin_instructions, config.plugin_memory_mb * 1024 * 1024)
+
+
+async def self_managed_certs(config: Config, stop: asyncio.Event) -> Callable[[], None]:
+    """Converge on the shared CA Secret and our caBundle before serving; retry while the API is away.
+
+    Returns the function that stops the renewal thread. Readiness stays false meanwhile, and the
+    startup probe bounds how long a replica may take.
+    """
+    from webhook import kubeclient, selfcerts
+
+    api = kubeclient.api_client(config)
+    settings = selfcerts.settings_from_config(config, own_namespace())
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(selfcerts.ensure_serving_cert, api, settings)
+            break
+        except Exception as exc:
+            log.error("self-managed certificates not ready; retrying",
+                      extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            raise CLIError("stopped before the serving certificate was ready")
+        except TimeoutError:
+            delay = min(delay * 2, 30.0)
+    _, renewal_stop = selfcerts.start_renewal(api, settings)
+    return renewal_stop.set
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Wire certificates, plugin registry and source, metrics and the server; run until SIGTERM or ``stop``."""
+    from webhook import metrics, server
+    from webhook.plugins.registry import PluginRegistry
+    from webhook.sources.factory import build_source
+    from webhook.tlsreload import CertReloader
+
+    stop = stop or asyncio.Event()
+    stop_renewal = await self_managed_certs(config, stop) if config.cert_mode == "self-managed" else None
+    registry = PluginRegistry(plugin_limits(config), observer=metrics.PluginMetrics())
+    source_metrics = metrics.SourceMetrics()
+    source = build_source(config, registry, source_metrics)
+    if source is not None:
+        source_metrics.expect(config.effective_plugin_source())
+        source.start()
+    readiness = server.Readiness(plugins_synced=source.synced if source is not None else lambda: True)
     mutator = PodMutator(
         build_resolver(config),
-        lambda: plugins,
+        lambda: registry.current,
         prefix=config.prefix,
         budget_seconds=config.review_budget_ms / 1000,
     )
     app = server.build_app(mutator, readiness, config.max_body_bytes)
     ctx = server.tls_context(config.cert_file, config.key_file)
-    await server.serve_until_stopped(
-        app, config.host, config.port, ctx, readiness, config.shutdown_grace_s, stop=stop
-    )
+    reloader = CertReloader(ctx, config.cert_file, config.key_file, on_loaded=metrics.set_cert_expiry)
+    reload_task = asyncio.create_task(reloader.run(stop))
+    metrics_runner = await metrics.start_metrics_server(config.host, config.metrics_port) if config.metrics_port else None
+    try:
+        await server.serve_until_stopped(
+            app, config.host, config.port, ctx, readiness, config.shutdown_grace_s, stop=stop
+        )
+    finally:
+        stop.set()
+        await reload_task
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        if source is not None:
+            await asyncio.to_thread(source.stop)
+        if stop_renewal is not None:
+            stop_renewal()

@@ -33,7 +33,7 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-def _default_namespace() -> str:
+def own_namespace() -> str:
     env = os.environ.get("POD_NAMESPACE")
     if env:
         return env
@@ -118,7 +118,7 @@ class Config:
     )
 
     def resolved_configmap_namespace(self) -> str:
-        return self.configmap_namespace or _default_namespace()
+        return self.configmap_namespace or own_namespace()
 
     def effective_plugin_source(self) -> str:
         if self.plugin_source != "auto":

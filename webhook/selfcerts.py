@@ -45,6 +45,7 @@ from webhook.certs import (
     san_names,
 )
 from webhook.certs import service_names as _service_names
+from webhook.config import Config
 
 log = logging.getLogger("workload_tagger.selfcerts")
 
@@ -364,16 +365,14 @@ def run_renewal(
             on_renewed(bundle)
 
 
-def settings_from_config(config: Any, namespace: str) -> SelfCertSettings:
-    """Settings from webhook.config.Config (fields cert_file, key_file, ca_secret_name,
-    webhook_config_name, service_name); defaults apply while a field is not declared yet."""
+def settings_from_config(config: Config, namespace: str) -> SelfCertSettings:
     return SelfCertSettings(
         namespace=namespace,
         cert_file=config.cert_file,
         key_file=config.key_file,
-        secret_name=getattr(config, "ca_secret_name", "") or "workload-tagger-ca",
-        webhook_config_name=getattr(config, "webhook_config_name", "") or "workload-tagger",
-        service=getattr(config, "service_name", "") or "workload-tagger",
+        secret_name=config.ca_secret_name,
+        webhook_config_name=config.webhook_config_name,
+        service=config.service_name,
     )
 
 
