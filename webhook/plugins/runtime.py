@@ -1,0 +1,152 @@
+"""One sandboxed Lua 5.1 runtime per plugin: compile once, then call the cached function.
+
+Why one runtime each: a plugin can then never see or change another's globals, the string
+metatable or the shared libraries, and a runtime that hit its memory cap can be thrown away
+and rebuilt without touching the others. DeepFlow runs plugins on gopher-lua (Lua 5.1), so we
+use lupa's ``lua51`` runtime, where the count hook works.
+
+Bounds per call: a count hook set once per runtime (every :data:`HOOK_EVERY` instructions; the
+call only resets a counter in Lua, so there is no per-call hook setup) and lupa's
+``max_memory``. Returned values are checked in Lua (cheap) before they cross to Python.
+
+Returned strings are capped at :data:`MAX_VALUE_BYTES` bytes: workload names are Kubernetes
+object names (DNS subdomains, at most 253 characters) and types are short kind names, so
+anything longer is a plugin bug, not a workload — and it would bloat every Pod's annotations.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import lupa.lua51 as lua51
+
+from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH
+from webhook.plugins.dkjson import make_bridge
+
+HOOK_EVERY = 1000
+MAX_VALUE_BYTES = 253
+MAX_PRINTED_LINES = 50
+ENTRY = "GetWorkloadTypeAndName"
+
+_SANDBOX = resources.files("webhook.plugins").joinpath("sandbox.lua").read_text(encoding="utf-8")
+_LINE = re.compile(r"^[^:\n]*:(\d+):")
+_OUTCOMES = {"match": MATCH, "nomatch": NO_MATCH, "error": ERROR, "budget": BUDGET, "memory": MEMORY,
+             "invalid": INVALID}
+
+
+class CompileError(Exception):
+    """The plugin did not compile, failed while loading, or lacks the entry function."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What one evaluation produced; ``workload_type``/``workload_name`` only for MATCH."""
+
+    outcome: str
+    workload_type: str = ""
+    workload_name: str = ""
+    error: str | None = None
+    line: int | None = None
+
+
+def error_line(message: str) -> int | None:
+    """The line number Lua puts in front of an error raised in the plugin's chunk."""
+    found = _LINE.match(message)
+    return int(found.group(1)) if found else None
+
+
+def chunk_name(name: str) -> str:
+    return "@" + (name if name.endswith(".lua") else name + ".lua")
+
+
+def _attribute_denied(obj: Any, name: Any, *rest: Any) -> Any:
+    raise AttributeError("Python objects are not accessible from plugins")
+
+
+class PluginRuntime:
+    """A compiled plugin. ``call`` is thread-safe (lupa locks the runtime; the rebuild is locked here)."""
+
+    def __init__(
+        self, name: str, source: str, instructions: int, memory_bytes: int, max_value_bytes: int = MAX_VALUE_BYTES
+    ) -> None:
+        self.name = name
+        self.max_value_bytes = max_value_bytes
+        self.source = source
+        self.instructions = instructions
+        self.memory_bytes = memory_bytes
+        self._rebuild_lock = threading.Lock()
+        self.rebuilds = 0
+        self._call, self._output = self._build()
+
+    def _build(self) -> tuple[Any, Any]:
+        lua = lua51.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            max_memory=self.memory_bytes,
+            attribute_handlers=(_attribute_denied, _attribute_denied),
+        )
+        setup = lua.execute(_SANDBOX)
+        install = setup(
+            make_bridge(lua.table_from),
+            HOOK_EVERY,
+            max(1, self.instructions // HOOK_EVERY),
+            self.max_value_bytes,
+            MAX_PRINTED_LINES,
+        )
+        try:
+            call, output = install(self.source, chunk_name(self.name))
+        except lua51.LuaMemoryError:
+            raise CompileError("memory cap exceeded while loading", None) from None
+        except lua51.LuaError as exc:
+            raise CompileError(str(exc), error_line(str(exc))) from None
+        if call is None:
+            message = str(output)
+            if message == "not enough memory":
+                message = "memory cap exceeded while loading"
+            raise CompileError(message, error_line(message))
+        return call, output
+
+    def call(self, meta_json: bytes | str) -> CallResult:
+        """Evaluate once. Never raises for anything the plugin does."""
+        try:
+            result = self._call(meta_json)
+        except lua51.LuaMemoryError:
+            result = ("memory", "not enough memory")
+        except lua51.LuaError as exc:  # raised outside the plugin's pcall, e.g. while returning
+            result = ("error", str(exc))
+        except UnicodeDecodeError:
+            result = ("invalid", "returned a value that is not UTF-8")
+        if not isinstance(result, tuple):
+            result = (result,)
+        outcome = _OUTCOMES[result[0]]
+        if outcome == MATCH:
+            return CallResult(MATCH, result[1], result[2])
+        if outcome == NO_MATCH:
+            return CallResult(NO_MATCH)
+        message = str(result[1])
+        if outcome == MEMORY:
+            self.rebuild()
+            message = "memory cap exceeded"
+        return CallResult(outcome, error=message, line=error_line(message))
+
+    def output(self) -> str:
+        """What the plugin printed during the last call (for `plugin test`)."""
+        return str(self._output())
+
+    def rebuild(self) -> None:
+        """A runtime that hit its memory cap is unusable: replace it by a fresh one."""
+        with self._rebuild_lock:
+            try:
+                self._call, self._output = self._build()
+            except CompileError:  # compiled before, so only a memory cap this low can fail here
+                pass
+            self.rebuilds += 1
