@@ -11,10 +11,12 @@ local setmetatable, getmetatable, rawget, rawset, loadstring_raw =
       setmetatable, getmetatable, rawget, rawset, loadstring
 local strfind, strsub, strbyte, strchar, strformat, strrep, strgsub, strlen =
       string.find, string.sub, string.byte, string.char, string.format, string.rep, string.gsub, string.len
-local concat, floor, huge = table.concat, math.floor, math.huge
+local concat, maxn, unpack, floor, huge = table.concat, table.maxn, unpack, math.floor, math.huge
 local sethook = debug.sethook
 local os_time, os_clock, os_date = os.time, os.clock, os.date
 local collectgarbage_raw = collectgarbage
+local xpcall_raw, resume_raw, create_raw = xpcall, coroutine.resume, coroutine.create
+local MEMORY_ERROR = "not enough memory"
 
 return function(bridge, hook_every, max_ticks, max_len, max_printed)
   ---------------------------------------------------------------- bounds
@@ -453,6 +455,37 @@ return function(bridge, hook_every, max_ticks, max_len, max_printed)
     error("module '" .. name .. "' not found: only \"dkjson\" is available to plugins", 2)
   end
 
+  -- A plugin must not swallow the end of its own run: a bound hit inside pcall, xpcall or
+  -- coroutine.resume is raised again, so the call ends with that outcome.
+  local function passthrough(ok, ...)
+    if not ok and (exceeded or (...) == MEMORY_ERROR) then error((...), 0) end
+    return ok, ...
+  end
+  local function fatal(e) return exceeded or e == MEMORY_ERROR end
+
+  _G.pcall = function(f, ...) return passthrough(pcall(f, ...)) end
+  _G.xpcall = function(f, handler)
+    return passthrough(xpcall_raw(f, function(e)
+      if fatal(e) then return e end
+      return handler(e)
+    end))
+  end
+  coroutine.resume = function(co, ...) return passthrough(resume_raw(co, ...)) end
+  -- Lua 5.1 keeps the hook function per thread: a new coroutine must get it explicitly.
+  coroutine.create = function(f)
+    local co = create_raw(f)
+    sethook(co, hook, "", hook_every)
+    return co
+  end
+  coroutine.wrap = function(f)
+    local co = coroutine.create(f)
+    return function(...)
+      local results = { resume_raw(co, ...) }
+      if not results[1] then error(results[2], 0) end
+      return select(2, unpack(results, 1, maxn(results)))
+    end
+  end
+
   for _, unsafe in pairs({ "debug", "io", "dofile", "loadfile", "module", "newproxy", "python" }) do
     rawset(_G, unsafe, nil)
   end
@@ -496,7 +529,7 @@ return function(bridge, hook_every, max_ticks, max_len, max_printed)
       local ok2, a, b = pcall(entry, meta)
       if exceeded then return "budget", "instruction budget exceeded" end
       if not ok2 then
-        if a == "not enough memory" then return "memory", a end
+        if a == MEMORY_ERROR then return "memory", a end
         return "error", message(a)
       end
       local ta, tb = type(a), type(b)
