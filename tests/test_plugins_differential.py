@@ -27,7 +27,8 @@ def test_same_results_as_real_lua(plugin: Path, tmp_path: Path) -> None:
     reference = reference_results(plugin, inputs, tmp_path)
     for text, mine, theirs in zip(inputs, ours, reference, strict=True):
         if theirs.outcome == ERROR and theirs.error is None:  # error object was not a string
-            assert mine.outcome == ERROR and mine.error is not None and "error object is a" in mine.error, text
+            assert mine.outcome == ERROR, text
+            assert mine.error is not None and "error object is a" in mine.error, text
         else:
             assert mine == theirs, text
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from webhook.plugins import BUDGET, ERROR, MATCH, NO_MATCH, PluginAnswer
-from webhook.plugins.registry import PluginLimits, PluginLoadError, PluginRegistry, read_plugin_dir, validate_plugin
+from webhook.plugins.registry import (
+    PluginLimits,
+    PluginLoadError,
+    PluginRegistry,
+    read_plugin_dir,
+    validate_plugin,
+)
 from webhook.resolver import Resolver, ResolverSettings
 
 META = '{"name":"w-0","namespace":"default","ownerReferences":[{"kind":"Widget","name":"w"}]}'
@@ -120,9 +126,9 @@ def test_validate_plugin_runs_a_sample_pod() -> None:
                           '  return "Deployment", j.decode(s).ownerReferences[1].name\nend', LIMITS)
     with pytest.raises(PluginLoadError, match=r"'fails'.*error on the sample Pod.*fails.lua:2:"):
         validate_plugin("fails", "function GetWorkloadTypeAndName(s)\n  return s.x.y\nend", LIMITS)
-    with pytest.raises(PluginLoadError, match="'loops'.*budget"):
+    with pytest.raises(PluginLoadError, match=r"'loops'.*budget"):
         validate_plugin("loops", "function GetWorkloadTypeAndName(s) while true do end end", LIMITS, META)
-    with pytest.raises(PluginLoadError, match="'bad'.*bad.lua:2:"):
+    with pytest.raises(PluginLoadError, match=r"'bad'.*bad.lua:2:"):
         validate_plugin("bad", BROKEN, LIMITS)
 
 
@@ -137,7 +143,8 @@ def test_read_plugin_dir(tmp_path: Path) -> None:
 def test_resolver_uses_plugin_answers_and_names_the_plugin() -> None:
     reg = PluginRegistry(LIMITS)
     reg.apply({"a": answering("Rocket", "r"), "b": answering("statefulset", "db")}, origin="test")
-    meta = {"name": "w-0", "ownerReferences": [{"apiVersion": "x/v1", "kind": "Widget", "name": "w", "uid": "u"}]}
+    owner = {"apiVersion": "x/v1", "kind": "Widget", "name": "w", "uid": "u"}
+    meta = {"name": "w-0", "ownerReferences": [owner]}
     found = Resolver().resolve(meta, "default", reg.current)
     assert found is not None and (found.workload_type, found.workload_name, found.resolved_by) == (
         "StatefulSet", "db", "plugin:b")
@@ -158,7 +165,7 @@ def test_hot_replacement_while_serving() -> None:
         try:
             while not stop.is_set():
                 seen.append(tuple(a.workload_name for a in reg.current.answers(META)))
-        except BaseException as exc:  # noqa: BLE001 - the test reports whatever broke
+        except BaseException as exc:
             errors.append(exc)
 
     workers = [threading.Thread(target=hammer) for _ in range(2)]
