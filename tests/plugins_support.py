@@ -59,7 +59,10 @@ def reference_results(plugin: Path, inputs: list[str], tmp: Path) -> list[Outcom
     feed.write_text("".join(text + "\n" for text in inputs), encoding="utf-8")
     done = subprocess.run(
         [LUA, str(REFERENCE), str(plugin), chunk_name(plugin.stem), str(feed)],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     lines = done.stdout.splitlines()
     assert len(lines) == len(inputs), done.stderr

@@ -56,8 +56,9 @@ def answers(registry: PluginRegistry) -> list[PluginAnswer]:
 def test_apply_loads_in_name_order_and_reports() -> None:
     rec = Recorder()
     reg = PluginRegistry(LIMITS, rec)
-    report = reg.apply({"b": answering("Job", "from-b"), "a": NOT_MINE, "c": answering("CronJob", "from-c")},
-                       origin="test")
+    report = reg.apply(
+        {"b": answering("Job", "from-b"), "a": NOT_MINE, "c": answering("CronJob", "from-c")}, origin="test"
+    )
     assert (report.loaded, report.unchanged, report.removed, report.failed) == (["a", "b", "c"], [], [], {})
     assert reg.current.names == ("a", "b", "c")
     assert answers(reg) == [PluginAnswer("b", "Job", "from-b"), PluginAnswer("c", "CronJob", "from-c")]
@@ -78,8 +79,9 @@ def test_bad_version_keeps_last_good_and_others_still_apply() -> None:
     reg = PluginRegistry(LIMITS, rec)
     reg.apply({"a": answering("Job", "v1"), "b": answering("Job", "b1")}, origin="test")
     old_runtime = reg.current.plugins["b"].runtime
-    report = reg.apply({"a": BROKEN, "b": answering("Job", "b1"), "new": BROKEN, "c": answering("Job", "c1")},
-                       origin="test")
+    report = reg.apply(
+        {"a": BROKEN, "b": answering("Job", "b1"), "new": BROKEN, "c": answering("Job", "c1")}, origin="test"
+    )
     assert report.loaded == ["c"] and report.unchanged == ["b"]
     assert set(report.failed) == {"a", "new"} and "line 2" not in report.failed["a"]
     assert "a.lua:2:" in report.failed["a"] and "'a'" in report.failed["a"]
@@ -101,9 +103,14 @@ def test_names_missing_from_sources_are_removed() -> None:
 def test_failing_plugin_is_skipped_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder()
     reg = PluginRegistry(LIMITS, rec)
-    reg.apply({"a": "function GetWorkloadTypeAndName(s) error('boom') end",
-               "b": "function GetWorkloadTypeAndName(s) while true do end end",
-               "c": answering("Job", "c")}, origin="test")
+    reg.apply(
+        {
+            "a": "function GetWorkloadTypeAndName(s) error('boom') end",
+            "b": "function GetWorkloadTypeAndName(s) while true do end end",
+            "c": answering("Job", "c"),
+        },
+        origin="test",
+    )
     with caplog.at_level(logging.WARNING, logger="workload_tagger.plugins"):
         for _ in range(3):
             assert answers(reg) == [PluginAnswer("c", "Job", "c")]
@@ -122,8 +129,12 @@ def test_deadline_stops_starting_plugins() -> None:
 
 def test_validate_plugin_runs_a_sample_pod() -> None:
     validate_plugin("ok", NOT_MINE, LIMITS)
-    validate_plugin("ok", 'local j = require("dkjson")\nfunction GetWorkloadTypeAndName(s)\n'
-                          '  return "Deployment", j.decode(s).ownerReferences[1].name\nend', LIMITS)
+    validate_plugin(
+        "ok",
+        'local j = require("dkjson")\nfunction GetWorkloadTypeAndName(s)\n'
+        '  return "Deployment", j.decode(s).ownerReferences[1].name\nend',
+        LIMITS,
+    )
     with pytest.raises(PluginLoadError, match=r"'fails'.*error on the sample Pod.*fails.lua:2:"):
         validate_plugin("fails", "function GetWorkloadTypeAndName(s)\n  return s.x.y\nend", LIMITS)
     with pytest.raises(PluginLoadError, match=r"'loops'.*budget"):
@@ -147,7 +158,10 @@ def test_resolver_uses_plugin_answers_and_names_the_plugin() -> None:
     meta = {"name": "w-0", "ownerReferences": [owner]}
     found = Resolver().resolve(meta, "default", reg.current)
     assert found is not None and (found.workload_type, found.workload_name, found.resolved_by) == (
-        "StatefulSet", "db", "plugin:b")
+        "StatefulSet",
+        "db",
+        "plugin:b",
+    )
     custom = Resolver(ResolverSettings(allow_custom_types=True)).resolve(meta, "default", reg.current)
     assert custom is not None and (custom.workload_type, custom.resolved_by) == ("Rocket", "plugin:a")
 

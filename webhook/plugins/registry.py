@@ -83,7 +83,9 @@ def compile_plugin(name: str, source: str, limits: PluginLimits) -> CompiledPlug
     return CompiledPlugin(name, sha256_of(source), runtime)
 
 
-def validate_plugin(name: str, source: str, limits: PluginLimits, sample_meta_json: str | None = None) -> None:
+def validate_plugin(
+    name: str, source: str, limits: PluginLimits, sample_meta_json: str | None = None
+) -> None:
     """Reject a plugin that does not compile, lacks the function, or fails on a sample Pod."""
     plugin = compile_plugin(name, source, limits)
     result = plugin.runtime.call(sample_meta_json if sample_meta_json is not None else DEFAULT_SAMPLE_META)
@@ -169,9 +171,13 @@ class PluginRegistry:
                     new[name] = compile_plugin(name, source, self.limits)
                 except PluginLoadError as exc:
                     report.failed[name] = str(exc)
-                    log.error("%s (from %s); %s", exc, origin,
-                              "keeping the previous version" if previous else "not loaded",
-                              extra={"plugin": name, "line": exc.line})
+                    log.error(
+                        "%s (from %s); %s",
+                        exc,
+                        origin,
+                        "keeping the previous version" if previous else "not loaded",
+                        extra={"plugin": name, "line": exc.line},
+                    )
                     self.observer.load_failed(name, str(exc))
                     if previous is not None:
                         new[name] = previous
@@ -181,11 +187,21 @@ class PluginRegistry:
             self._current = LoadedPluginSet(new, self.observer)
             self.observer.set_loaded({name: p.sha256 for name, p in sorted(new.items())})
         if report.loaded or report.removed:
-            log.info("plugins from %s: loaded %s, removed %s, unchanged %d, failed %s", origin,
-                     report.loaded, report.removed, len(report.unchanged), sorted(report.failed))
+            log.info(
+                "plugins from %s: loaded %s, removed %s, unchanged %d, failed %s",
+                origin,
+                report.loaded,
+                report.removed,
+                len(report.unchanged),
+                sorted(report.failed),
+            )
         return report
 
 
 def read_plugin_dir(path: Path) -> dict[str, str]:
     """``*.lua`` files of a directory, by file stem, in name order."""
-    return {file.stem: file.read_text(encoding="utf-8") for file in sorted(Path(path).glob("*.lua")) if file.is_file()}
+    return {
+        file.stem: file.read_text(encoding="utf-8")
+        for file in sorted(Path(path).glob("*.lua"))
+        if file.is_file()
+    }

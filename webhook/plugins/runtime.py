@@ -16,6 +16,7 @@ anything longer is a plugin bug, not a workload — and it would bloat every Pod
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import dataclass
@@ -34,8 +35,14 @@ ENTRY = "GetWorkloadTypeAndName"
 
 _SANDBOX = resources.files("webhook.plugins").joinpath("sandbox.lua").read_text(encoding="utf-8")
 _LINE = re.compile(r"^[^:\n]*:(\d+):")
-_OUTCOMES = {"match": MATCH, "nomatch": NO_MATCH, "error": ERROR, "budget": BUDGET, "memory": MEMORY,
-             "invalid": INVALID}
+_OUTCOMES = {
+    "match": MATCH,
+    "nomatch": NO_MATCH,
+    "error": ERROR,
+    "budget": BUDGET,
+    "memory": MEMORY,
+    "invalid": INVALID,
+}
 
 
 class CompileError(Exception):
@@ -75,7 +82,12 @@ class PluginRuntime:
     """A compiled plugin. ``call`` is thread-safe (lupa locks the runtime; the rebuild is locked here)."""
 
     def __init__(
-        self, name: str, source: str, instructions: int, memory_bytes: int, max_value_bytes: int = MAX_VALUE_BYTES
+        self,
+        name: str,
+        source: str,
+        instructions: int,
+        memory_bytes: int,
+        max_value_bytes: int = MAX_VALUE_BYTES,
     ) -> None:
         self.name = name
         self.max_value_bytes = max_value_bytes
@@ -145,8 +157,8 @@ class PluginRuntime:
     def rebuild(self) -> None:
         """A runtime that hit its memory cap is unusable: replace it by a fresh one."""
         with self._rebuild_lock:
-            try:
+            # It compiled before, so only a cap too low for a fresh load can fail here; the
+            # next call then reports MEMORY again and retries.
+            with contextlib.suppress(CompileError):
                 self._call, self._output = self._build()
-            except CompileError:  # compiled before, so only a memory cap this low can fail here
-                pass
             self.rebuilds += 1

@@ -38,8 +38,12 @@ from webhook.resolver import Resolver, ResolverSettings, plugin_input
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plugin", metavar="PLUGIN.lua", help="the Lua plugin to run")
-    parser.add_argument("files", metavar="FILE", nargs="+",
-                        help="Pod, Pod metadata, AdmissionReview or List (JSON/YAML; - for stdin)")
+    parser.add_argument(
+        "files",
+        metavar="FILE",
+        nargs="+",
+        help="Pod, Pod metadata, AdmissionReview or List (JSON/YAML; - for stdin)",
+    )
 
 
 def limits_from(config: Config) -> PluginLimits:
