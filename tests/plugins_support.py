@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from webhook.plugins import ERROR, INVALID, MATCH, NO_MATCH
+from webhook.plugins.dkjson import parse
 from webhook.plugins.runtime import MAX_VALUE_BYTES, CallResult, PluginRuntime, chunk_name
 
 DATA = Path(__file__).parent / "data"
@@ -77,9 +78,11 @@ def our_outcome(result: CallResult) -> Outcome:
     return Outcome(result.outcome)
 
 
-def our_results(plugin: Path, inputs: list[str]) -> list[Outcome]:
+def our_results(plugin: Path, inputs: list[str], prepared: bool = True) -> list[Outcome]:
+    """``prepared``: the request path (document parsed once, tables built before the call);
+    otherwise the plugin's decode reaches Python through the bridge."""
     runtime = PluginRuntime(plugin.stem, plugin.read_text(encoding="utf-8"), 2_000_000, 8 << 20)
-    return [our_outcome(runtime.call(text.encode())) for text in inputs]
+    return [our_outcome(runtime.call(text.encode(), parse(text) if prepared else None)) for text in inputs]
 
 
 def lua_reference(script: str, inputs: list[str], tmp: Path) -> list[str]:

@@ -20,10 +20,11 @@ def corpus() -> list[str]:
     return [plugin_input(p["metadata"], p["namespace"]) for p in pods]
 
 
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "bridge"])
 @pytest.mark.parametrize("plugin", PLUGINS, ids=[p.stem for p in PLUGINS])
-def test_same_results_as_real_lua(plugin: Path, tmp_path: Path) -> None:
+def test_same_results_as_real_lua(plugin: Path, prepared: bool, tmp_path: Path) -> None:
     inputs = corpus()
-    ours = our_results(plugin, inputs)
+    ours = our_results(plugin, inputs, prepared)
     reference = reference_results(plugin, inputs, tmp_path)
     for text, mine, theirs in zip(inputs, ours, reference, strict=True):
         if theirs.outcome == ERROR and theirs.error is None:  # error object was not a string

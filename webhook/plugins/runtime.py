@@ -96,9 +96,9 @@ class PluginRuntime:
         self.memory_bytes = memory_bytes
         self._rebuild_lock = threading.Lock()
         self.rebuilds = 0
-        self._call, self._output = self._build()
+        self._call, self._output, self._table_from = self._build()
 
-    def _build(self) -> tuple[Any, Any]:
+    def _build(self) -> tuple[Any, Any, Any]:
         lua = lua51.LuaRuntime(
             register_eval=False,
             register_builtins=False,
@@ -125,12 +125,20 @@ class PluginRuntime:
             if message == "not enough memory":
                 message = "memory cap exceeded while loading"
             raise CompileError(message, error_line(message))
-        return call, output
+        return call, output, lua.table_from
 
-    def call(self, meta_json: bytes | str) -> CallResult:
-        """Evaluate once. Never raises for anything the plugin does."""
+    def call(self, meta_json: bytes | str, prepared: tuple[Any, int] | None = None) -> CallResult:
+        """Evaluate once. Never raises for anything the plugin does.
+
+        ``prepared`` is :func:`webhook.plugins.dkjson.parse` of ``meta_json`` when the caller
+        already has it: its tables are then built before the call and handed to the plugin's
+        first ``dkjson.decode(metaJsonStr)``, saving a Lua -> Python round trip.
+        """
         try:
-            result = self._call(meta_json)
+            if prepared is not None and isinstance(prepared[0], (dict, list)):
+                result = self._call(meta_json, self._table_from(prepared[0], recursive=True), prepared[1])
+            else:
+                result = self._call(meta_json)
         except lua51.LuaMemoryError:
             result = ("memory", "not enough memory")
         except lua51.LuaError as exc:  # raised outside the plugin's pcall, e.g. while returning
@@ -160,5 +168,5 @@ class PluginRuntime:
             # It compiled before, so only a cap too low for a fresh load can fail here; the
             # next call then reports MEMORY again and retries.
             with contextlib.suppress(CompileError):
-                self._call, self._output = self._build()
+                self._call, self._output, self._table_from = self._build()
             self.rebuilds += 1
