@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH
+from webhook.plugins.dkjson import parse
 from webhook.plugins.registry import PluginLimits, PluginLoadError, compile_plugin
 from webhook.plugins.runtime import CallResult, PluginRuntime
 
@@ -300,3 +302,21 @@ def test_python_objects_are_unreachable() -> None:
         )
         == "0"
     )
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_metadata_too_big_for_the_cap_is_a_memory_outcome(prepared: bool) -> None:
+    """Never a Lua panic: lupa pushes outside protected mode, so the engine checks headroom first."""
+    rt = plugin(
+        'local t = dkjson.decode(metaJsonStr)\nreturn "Deployment", tostring(t.name)',
+        PluginLimits(instructions=200_000_000, memory_bytes=2 << 20),
+    )
+    bigger_than_cap = json.dumps({"name": "big", "labels": {f"label-{i}": "v" * 40 for i in range(40_000)}})
+    result = rt.call(bigger_than_cap.encode(), parse(bigger_than_cap) if prepared else None)
+    assert (result.outcome, result.error, rt.rebuilds) == (MEMORY, "metadata too large for the memory cap", 0)
+    # fits as text, but its tables would not: built by the Lua scanner, which fails cleanly
+    many_tables = json.dumps({"name": "tables", "items": [{} for _ in range(50_000)]})
+    result = rt.call(many_tables.encode(), parse(many_tables) if prepared else None)
+    assert (result.outcome, rt.rebuilds) == (MEMORY, 1)
+    small = '{"name":"small"}'
+    assert rt.call(small.encode(), parse(small) if prepared else None).workload_name == "small"

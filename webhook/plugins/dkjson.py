@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -62,10 +63,17 @@ def parse(text: str) -> tuple[Any, int] | None:
     return found
 
 
-def make_bridge(table_from: Any) -> Any:
-    """The function the Lua half calls: (value, next position) with Lua tables, or None."""
+def make_bridge(table_from: Any, fits: Callable[[int], bool]) -> Any:
+    """The function the Lua half calls: (value, next position) with Lua tables, or None.
+
+    ``fits(json_bytes)`` says whether tables for that much JSON can be built without reaching the
+    runtime's memory cap; when not, the Lua scanner does the work, where running out of memory
+    is an ordinary, catchable Lua error rather than a panic in unprotected code.
+    """
 
     def bridge(text: str) -> tuple[Any, int] | None:
+        if not fits(len(text)):
+            return None
         found = parse(text)
         if found is None:
             return None

@@ -33,6 +33,13 @@ MAX_VALUE_BYTES = 253
 MAX_PRINTED_LINES = 50
 ENTRY = "GetWorkloadTypeAndName"
 
+# lupa pushes arguments and builds tables outside Lua's protected mode: running out of memory
+# there is a Lua panic that aborts the process. So before pushing anything we check headroom,
+# allowing TABLE_BYTES_PER_JSON_BYTE for tables built from JSON (worst case "[{},{},...]" is
+# ~22x, measured) plus a fixed slack for the call itself.
+TABLE_BYTES_PER_JSON_BYTE = 40
+PUSH_SLACK = 64 * 1024
+
 _SANDBOX = resources.files("webhook.plugins").joinpath("sandbox.lua").read_text(encoding="utf-8")
 _LINE = re.compile(r"^[^:\n]*:(\d+):")
 _OUTCOMES = {
@@ -96,7 +103,13 @@ class PluginRuntime:
         self.memory_bytes = memory_bytes
         self._rebuild_lock = threading.Lock()
         self.rebuilds = 0
-        self._call, self._output, self._table_from = self._build()
+        if len(source.encode()) * 4 + PUSH_SLACK > memory_bytes:
+            raise CompileError("source too large for the memory cap", None)
+        self._call, self._output, self._lua = self._build()
+
+    def _fits(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more can be allocated in this runtime without reaching its cap."""
+        return int(self._lua.get_memory_used()) + nbytes + PUSH_SLACK <= self.memory_bytes
 
     def _build(self) -> tuple[Any, Any, Any]:
         lua = lua51.LuaRuntime(
@@ -107,8 +120,12 @@ class PluginRuntime:
             attribute_handlers=(_attribute_denied, _attribute_denied),
         )
         setup = lua.execute(_SANDBOX)
+
+        def fits_tables(json_bytes: int) -> bool:
+            return int(lua.get_memory_used()) + json_bytes * TABLE_BYTES_PER_JSON_BYTE + PUSH_SLACK <= self.memory_bytes
+
         install = setup(
-            make_bridge(lua.table_from),
+            make_bridge(lua.table_from, fits_tables),
             HOOK_EVERY,
             max(1, self.instructions // HOOK_EVERY),
             self.max_value_bytes,
@@ -125,7 +142,7 @@ class PluginRuntime:
             if message == "not enough memory":
                 message = "memory cap exceeded while loading"
             raise CompileError(message, error_line(message))
-        return call, output, lua.table_from
+        return call, output, lua
 
     def call(self, meta_json: bytes | str, prepared: tuple[Any, int] | None = None) -> CallResult:
         """Evaluate once. Never raises for anything the plugin does.
@@ -134,9 +151,17 @@ class PluginRuntime:
         already has it: its tables are then built before the call and handed to the plugin's
         first ``dkjson.decode(metaJsonStr)``, saving a Lua -> Python round trip.
         """
+        size = len(meta_json) if isinstance(meta_json, bytes) else len(meta_json.encode())
+        if not self._fits(size):
+            return CallResult(MEMORY, error="metadata too large for the memory cap")
         try:
-            if prepared is not None and isinstance(prepared[0], (dict, list)):
-                result = self._call(meta_json, self._table_from(prepared[0], recursive=True), prepared[1])
+            if (
+                prepared is not None
+                and isinstance(prepared[0], (dict, list))
+                and self._fits(size * (TABLE_BYTES_PER_JSON_BYTE + 1))
+            ):
+                tables = self._lua.table_from(prepared[0], recursive=True)
+                result = self._call(meta_json, tables, prepared[1])
             else:
                 result = self._call(meta_json)
         except lua51.LuaMemoryError:
@@ -168,5 +193,5 @@ class PluginRuntime:
             # It compiled before, so only a cap too low for a fresh load can fail here; the
             # next call then reports MEMORY again and retries.
             with contextlib.suppress(CompileError):
-                self._call, self._output, self._table_from = self._build()
+                self._call, self._output, self._lua = self._build()
             self.rebuilds += 1
