@@ -122,7 +122,10 @@ class PluginRuntime:
         setup = lua.execute(_SANDBOX)
 
         def fits_tables(json_bytes: int) -> bool:
-            return int(lua.get_memory_used()) + json_bytes * TABLE_BYTES_PER_JSON_BYTE + PUSH_SLACK <= self.memory_bytes
+            return (
+                int(lua.get_memory_used()) + json_bytes * TABLE_BYTES_PER_JSON_BYTE + PUSH_SLACK
+                <= self.memory_bytes
+            )
 
         install = setup(
             make_bridge(lua.table_from, fits_tables),
