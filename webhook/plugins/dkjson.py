@@ -31,6 +31,7 @@ import orjson
 _REFUSE = re.compile(r"\[\s*(?:\]|null)|(?:^|[:\[,])\s*(?:-?\d{19}|-0(?![\d.eE]))")
 _WHITESPACE = " \t\n\r"
 _CACHE_SIZE = 32
+_CACHE_MAX_TEXT = 256 * 1024  # bigger documents are parsed each time rather than kept (bounds memory)
 
 # Parsed documents by their text: the Pod metadata is decoded once per request, not per plugin.
 _CACHE: dict[str, tuple[Any, int] | None] = {}
@@ -56,6 +57,8 @@ def parse(text: str) -> tuple[Any, int] | None:
             if not text.isascii():
                 end = len(text[:end].encode())
             found = (value, end + 1)
+    if len(text) > _CACHE_MAX_TEXT:
+        return found
     with _LOCK:
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.clear()

@@ -9,6 +9,12 @@ Bounds per call: a count hook set once per runtime (every :data:`HOOK_EVERY` ins
 call only resets a counter in Lua, so there is no per-call hook setup) and lupa's
 ``max_memory``. Returned values are checked in Lua (cheap) before they cross to Python.
 
+Known limit: the count hook only fires between Lua instructions, so time spent inside one C
+function is not counted. Allocation-heavy ones (``string.rep``, ``table.concat``) are bounded by
+the memory cap and our native decode is charged by input size, but a pathological pattern
+(Lua 5.1's matcher backtracks, e.g. ``("a"):rep(40):find(("a?"):rep(40) .. ("a"):rep(40))``)
+can run long inside ``string.find``. Plugins are admin-supplied code; this is the residual risk.
+
 Returned strings are capped at :data:`MAX_VALUE_BYTES` bytes: workload names are Kubernetes
 object names (DNS subdomains, at most 253 characters) and types are short kind names, so
 anything longer is a plugin bug, not a workload — and it would bloat every Pod's annotations.
