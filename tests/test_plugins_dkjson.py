@@ -112,3 +112,22 @@ json_values = st.recursive(
 def test_random_documents_decode_like_real_dkjson(docs: list[object], tmp_path: Path) -> None:
     texts = [json.dumps(d, ensure_ascii=ascii_) for d in docs for ascii_ in (True, False)]
     assert ours(texts) == reference(texts, tmp_path)
+
+
+ENCODE = DUMP.parent / "encode_cases.lua"
+
+
+def test_encode_matches_real_dkjson(tmp_path: Path) -> None:
+    source = ENCODE.read_text() + (
+        'local dkjson = require("dkjson")\n'
+        'function GetWorkloadTypeAndName(text) return "encode", EncodeCases(dkjson) end\n'
+    )
+    runtime = PluginRuntime("encode", source, 50_000_000, 64 << 20, max_value_bytes=1 << 20)
+    result = runtime.call("{}")
+    assert result.outcome == MATCH, result
+    real = f"""
+package.path = "/usr/share/lua/5.1/?.lua;" .. package.path
+dofile("{ENCODE}")
+io.write(EncodeCases(require("dkjson")), "\\n")
+"""
+    assert [result.workload_name] == lua_reference(real, [], tmp_path)
