@@ -94,7 +94,7 @@ class Config:
         default=False, metadata={"help": "accept workload types outside the known set", "key": "allowCustomTypes"}
     )
     plugin_instructions: int = field(
-        default=2_000_000, metadata={"help": "Lua instruction budget per plugin call", "key": "pluginInstructions"}
+        default=5_000_000, metadata={"help": "Lua instruction budget per plugin call", "key": "pluginInstructions"}
     )
     plugin_memory_mb: int = field(
         default=8, metadata={"help": "memory cap per plugin runtime, MiB", "key": "pluginMemoryMb"}
