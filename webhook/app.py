@@ -97,11 +97,23 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         server.check_tls_files(config.cert_file, config.key_file)
     except server.TLSFileError as exc:
         raise CLIError(str(exc)) from None
-    asyncio.run(serve(config))
+    if config.workers > 1:
+        from webhook import workers
+
+        return workers.supervise(config.workers, lambda: serve_process(config, reuse_port=True))
+    return serve_process(config)
+
+
+def serve_process(config: Config, reuse_port: bool = False) -> int:
+    """One server process: its own event loop (uvloop unless configured otherwise) until SIGTERM."""
+    from webhook import server
+
+    with asyncio.Runner(loop_factory=server.event_loop_factory(config.event_loop)) as runner:
+        runner.run(serve(config, reuse_port=reuse_port))
     return 0
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: bool = False) -> None:
     """Wire registry, source, mutator and server; run until SIGTERM (or ``stop``)."""
     from webhook import server
 
@@ -116,5 +128,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     app = server.build_app(mutator, readiness, config.max_body_bytes)
     ctx = server.tls_context(config.cert_file, config.key_file)
     await server.serve_until_stopped(
-        app, config.host, config.port, ctx, readiness, config.shutdown_grace_s, stop=stop
+        app, config.host, config.port, ctx, readiness, config.shutdown_grace_s, stop=stop,
+        reuse_port=reuse_port, drain_s=config.shutdown_drain_s,
     )

@@ -114,6 +114,22 @@ def orjson_error(message: str) -> str:
     return orjson.dumps({"error": message}).decode()
 
 
+def event_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when asked for or (``auto``) installed, else asyncio's own loop (None).
+
+    uvloop serves the same aiohttp app with markedly less CPU per request (see bench/server_bench.py).
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
 async def serve_until_stopped(
     app: web.Application,
     host: str,
@@ -123,14 +139,24 @@ async def serve_until_stopped(
     grace_s: float,
     stop: asyncio.Event | None = None,
     reuse_port: bool = False,
+    drain_s: float = 0.0,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``), then stop accepting and drain in-flight reviews."""
+    """Serve until SIGTERM/SIGINT (or ``stop``), then shut down without dropping a review.
+
+    Order, all within ``grace_s`` of the signal: readiness turns false at once; for ``drain_s``
+    the server keeps accepting and answering, so the endpoints controller and kube-proxy have
+    time to stop sending here (a review sent to a closed port would fail the Pod creation under
+    ``failurePolicy: Fail``); then the listening socket closes, idle keep-alive connections are
+    closed, and the reviews in flight are finished for the rest of the grace period.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, shutdown_timeout=grace_s, access_log=None, handle_signals=False)
+    drain_s = max(0.0, min(drain_s, grace_s))
+    finish_s = max(grace_s - drain_s, 0.1)
+    runner = web.AppRunner(app, shutdown_timeout=finish_s, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=reuse_port or None)
     await site.start()
@@ -138,6 +164,10 @@ async def serve_until_stopped(
     log.info("serving", extra={"host": host, "port": port})
     await stop.wait()
     readiness.shutting_down = True
-    log.info("shutting down: draining in-flight reviews", extra={"grace_seconds": grace_s})
+    log.info("shutting down: readiness false, still serving", extra={"drain_seconds": drain_s,
+                                                                     "grace_seconds": grace_s})
+    if drain_s:
+        await asyncio.sleep(drain_s)
+    log.info("stopped accepting; finishing in-flight reviews", extra={"seconds_left": finish_s})
     await runner.cleanup()
     log.info("stopped")
