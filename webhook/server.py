@@ -76,7 +76,7 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
     def review(body: bytes) -> bytes:
         started = time.perf_counter()
         try:
-            req = admission.decode(body)
+            req = admission.decode_for_mutation(body)
         except admission.AdmissionError as exc:
             metrics.ADMISSION_REQUESTS.labels("", INVALID).inc()
             log.warning("malformed admission review", extra={"error": str(exc)})
