@@ -79,7 +79,7 @@ def decode(body: bytes) -> AdmissionRequest:
     if kind != "AdmissionReview":
         raise AdmissionError(f"kind must be 'AdmissionReview', got {kind!r}")
     api_version = review.get("apiVersion")
-    if api_version not in SUPPORTED_API_VERSIONS:
+    if not isinstance(api_version, str) or api_version not in SUPPORTED_API_VERSIONS:
         raise AdmissionError(
             f"unsupported apiVersion {api_version!r}: expected admission.k8s.io/v1 or admission.k8s.io/v1beta1"
         )
@@ -152,7 +152,10 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
         except UnicodeDecodeError:
             return decode(body)
     request = review.request
-    if review.kind != "AdmissionReview" or review.api_version not in SUPPORTED_API_VERSIONS or request is None:
+    api_version = review.api_version
+    if review.kind != "AdmissionReview" or not isinstance(api_version, str) or request is None:
+        return decode(body)  # rejected: let the full decoder say why
+    if api_version not in SUPPORTED_API_VERSIONS:
         return decode(body)  # rejected: let the full decoder say why
     uid = request.uid
     if not isinstance(uid, str) or not uid:
@@ -162,7 +165,7 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
     namespace = request.namespace
     obj = request.object
     return AdmissionRequest(
-        api_version=review.api_version,
+        api_version=api_version,
         uid=uid,
         operation=_str(request.operation),
         group=_str(gvk.get("group")),
