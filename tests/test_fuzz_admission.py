@@ -62,6 +62,29 @@ reviews = st.fixed_dictionaries({
     "kind": st.just("AdmissionReview"),
     "request": requests,
 })
+plausible_owner = st.fixed_dictionaries(
+    {"apiVersion": api_versions, "kind": words, "name": words},
+    optional={"controller": st.booleans(), "uid": st.text(max_size=10), "junk": json_values})
+known_owner = st.builds(
+    lambda av_kind, name, controller: {"apiVersion": av_kind[0], "kind": av_kind[1], "name": name, "controller": controller},
+    st.sampled_from([("apps/v1", "StatefulSet"), ("apps/v1", "ReplicaSet"), ("batch/v1", "Job"), ("apps/v1", "DaemonSet"),
+                     ("v1", "ReplicationController"), ("apps.kruise.io/v1alpha1", "CloneSet")]),
+    words, st.booleans())
+pod_metadata = st.fixed_dictionaries({"ownerReferences": st.lists(known_owner | plausible_owner | json_values,
+                                                                  min_size=1, max_size=3)},
+                                     optional={"name": words, "generateName": words, "namespace": words | json_values,
+                                               "labels": labels, "annotations": annotations, "junk": json_values})
+pod_creates = st.fixed_dictionaries({
+    "apiVersion": st.sampled_from(sorted(admission.SUPPORTED_API_VERSIONS)),
+    "kind": st.just("AdmissionReview"),
+    "request": st.fixed_dictionaries({
+        "uid": st.text(min_size=1, max_size=36), "kind": st.just({"group": "", "version": "v1", "kind": "Pod"}),
+        "operation": st.just("CREATE"),
+        "object": st.fixed_dictionaries({"kind": st.just("Pod")}, optional={"spec": json_values}).flatmap(
+            lambda obj: pod_metadata.map(lambda meta: obj | {"metadata": meta})),
+    }, optional={"namespace": words, "dryRun": st.booleans()}),
+})
+reviews = pod_creates | reviews
 anything = reviews | st.fixed_dictionaries({}, optional={
     "apiVersion": st.sampled_from(["admission.k8s.io/v1", "v1"]) | json_values,
     "kind": st.just("AdmissionReview") | json_values, "request": requests | json_values}) | json_values
