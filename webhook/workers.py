@@ -9,6 +9,7 @@ instead of a replica quietly running with less capacity than it advertises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -57,10 +58,8 @@ def supervise(workers: int, child: Callable[[], int]) -> int:
         nonlocal stopping
         stopping = True
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
