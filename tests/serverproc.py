@@ -27,12 +27,13 @@ class ServeProcess:
     tls: TLSFiles
     log: Path
     extra: list[str] = field(default_factory=list)
+    plugin_args: list[str] = field(default_factory=lambda: ["--plugin-source", "none"])
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key), "--plugin-source", "none",
+               "--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key), *self.plugin_args,
                "--log-level", "info", *self.extra]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)

@@ -56,6 +56,12 @@ async def readiness_prober(ctx: SoakContext) -> None:
 DISTURBANCES: list[Disturbance] = [readiness_prober]
 
 
+def plugin_args(plugins_dir: Path) -> list[str]:
+    """How the soaked server gets its plugins. Once the directory source is merged:
+    ``["--plugin-source", "directory", "--plugins-dir", str(plugins_dir)]`` (and seed plugins_dir first)."""
+    return ["--plugin-source", "none"]
+
+
 @dataclass
 class Tally:
     ok: int = 0
@@ -100,7 +106,8 @@ async def client(url: str, ctx: ssl.SSLContext, bodies: list[tuple[bytes, bool]]
 async def test_soak_no_failed_reviews_and_flat_memory(tls_files: TLSFiles, tmp_path: Path) -> None:
     plugins_dir = tmp_path / "plugins"
     plugins_dir.mkdir()
-    srv = ServeProcess(tls_files, tmp_path / "serve.log", ["--shutdown-drain-s", "0", "--log-level", "warning"])
+    srv = ServeProcess(tls_files, tmp_path / "serve.log", ["--shutdown-drain-s", "0", "--log-level", "warning"],
+                       plugin_args=plugin_args(plugins_dir))
     srv.start()
     try:
         await srv.wait_ready()
