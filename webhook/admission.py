@@ -144,7 +144,7 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
     """
     try:
         review = _SKIMMER.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # deep nesting: decode() says 400
         return decode(body)
     if not body.isascii():
         try:  # the skimmer does not check the UTF-8 of strings it skips; decode() rejects bad UTF-8
