@@ -101,7 +101,19 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
             server.check_tls_files(config.cert_file, config.key_file)
         except server.TLSFileError as exc:
             raise CLIError(str(exc)) from None
-    asyncio.run(serve(config))
+    if config.workers > 1:
+        from webhook import workers
+
+        return workers.supervise(config.workers, lambda: serve_process(config, reuse_port=True))
+    return serve_process(config)
+
+
+def serve_process(config: Config, reuse_port: bool = False) -> int:
+    """One server process: its own event loop (uvloop unless configured otherwise) until SIGTERM."""
+    from webhook import server
+
+    with asyncio.Runner(loop_factory=server.event_loop_factory(config.event_loop)) as runner:
+        runner.run(serve(config, reuse_port=reuse_port))
     return 0
 
 
@@ -138,7 +150,7 @@ async def self_managed_certs(config: Config, stop: asyncio.Event) -> Callable[[]
     return renewal_stop.set
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: bool = False) -> None:
     """Wire certificates, plugin registry and source, metrics and the server; run until SIGTERM or ``stop``."""
     from webhook import metrics, server
     from webhook.plugins.registry import PluginRegistry
@@ -164,10 +176,15 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     ctx = server.tls_context(config.cert_file, config.key_file)
     reloader = CertReloader(ctx, config.cert_file, config.key_file, on_loaded=metrics.set_cert_expiry)
     reload_task = asyncio.create_task(reloader.run(stop))
-    metrics_runner = await metrics.start_metrics_server(config.host, config.metrics_port) if config.metrics_port else None
+    metrics_runner = (
+        await metrics.start_metrics_server(config.host, config.metrics_port, reuse_port=reuse_port)
+        if config.metrics_port
+        else None
+    )
     try:
         await server.serve_until_stopped(
-            app, config.host, config.port, ctx, readiness, config.shutdown_grace_s, stop=stop
+            app, config.host, config.port, ctx, readiness, config.shutdown_grace_s, stop=stop,
+            reuse_port=reuse_port, drain_s=config.shutdown_drain_s,
         )
     finally:
         stop.set()

@@ -113,6 +113,14 @@ class Config:
     shutdown_grace_s: float = field(
         default=15.0, metadata={"help": "seconds to finish in-flight reviews on SIGTERM", "key": "shutdownGraceSeconds"}
     )
+    shutdown_drain_s: float = field(
+        default=3.0,
+        metadata={"help": "seconds to keep serving after SIGTERM with readiness false, so endpoints converge "
+                  "(part of the grace period)", "key": "shutdownDrainSeconds"},
+    )
+    event_loop: str = field(
+        default="auto", metadata={"help": "event loop: auto (uvloop when installed), uvloop, asyncio", "key": "eventLoop"}
+    )
     rules: list[dict[str, Any]] = field(
         default_factory=list, metadata={"help": "extra owner kind -> type rules (file only)", "key": "rules", "file_only": True}
     )
@@ -203,6 +211,10 @@ def validate(config: Config) -> None:
         raise ConfigError("rules must be a list")
     if config.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if config.event_loop not in {"auto", "uvloop", "asyncio"}:
+        raise ConfigError(f"eventLoop must be auto, uvloop or asyncio, not {config.event_loop!r}")
+    if config.shutdown_drain_s < 0 or config.shutdown_grace_s <= 0:
+        raise ConfigError("shutdownDrainSeconds must be >= 0 and shutdownGraceSeconds > 0")
     if config.max_body_bytes < 1024:
         raise ConfigError("maxBodyBytes must be at least 1024")
 

@@ -368,14 +368,15 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-async def start_metrics_server(host: str, port: int) -> web.AppRunner:
+async def start_metrics_server(host: str, port: int, reuse_port: bool = False) -> web.AppRunner:
     """Serve ``/metrics`` over plain HTTP on its own port; the caller owns ``runner.cleanup()``.
 
-    With port 0 the bound port is in ``runner.addresses``.
+    With port 0 the bound port is in ``runner.addresses``. With ``--workers`` every worker binds
+    the port (``reuse_port``) and a scrape reaches one of them: counters are per process.
     """
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     return runner

@@ -2,6 +2,13 @@
 
 Never denies: anything that goes wrong inside (a bug, a plugin failure that escaped the
 engine) yields "allowed, no patch" with outcome ``error``; the server logs and counts it.
+
+Time budget: a review must be answered well inside the webhook's ``timeoutSeconds``. The hot
+path is synchronous, so nothing can pre-empt a running plugin; the budget holds because (1) the
+engine bounds each plugin call by its Lua instruction budget, (2) the deadline passed down is
+checked before each further plugin is started (by the plugin set, and again by the resolver), and
+(3) an answer that arrives after the deadline is dropped here: the review is answered "allowed,
+no patch" with outcome ``timeout``. Worst case is the budget plus one plugin call.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from webhook.types import Resolution
 
 # Outcomes, as counted by the metrics: mutated (a patch was sent), unchanged (a Pod we
 # looked at but had nothing to add), skipped (not a Pod CREATE), error (internal failure).
-MUTATED, UNCHANGED, SKIPPED, ERROR = "mutated", "unchanged", "skipped", "error"
+# timeout (the review budget ran out: allowed, no patch).
+MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT = "mutated", "unchanged", "skipped", "error", "timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +46,14 @@ class PodMutator:
         prefix: str = DEFAULT_PREFIX,
         operations: frozenset[str] = frozenset({"CREATE"}),
         budget_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.resolver = resolver
         self.plugins = plugins
         self.prefix = prefix
         self.operations = operations
         self.budget_seconds = budget_seconds
+        self.clock = clock
 
     def handle(self, request: AdmissionRequest) -> Decision:
         allow = AdmissionResponse(request.api_version, request.uid)
@@ -63,8 +73,10 @@ class PodMutator:
             return Decision(allow, UNCHANGED)
         meta: dict[str, Any] = raw_meta or {}
         namespace = meta.get("namespace") or request.namespace
-        deadline = time.monotonic() + self.budget_seconds if self.budget_seconds else None
-        resolution = self.resolver.resolve(meta, namespace, self.plugins(), deadline)
+        deadline = self.clock() + self.budget_seconds if self.budget_seconds else None
+        resolution = self.resolver.resolve(meta, namespace, self.plugins(), deadline, self.clock)
+        if deadline is not None and self.clock() > deadline:
+            return Decision(allow, TIMEOUT, error="review budget exceeded: answered without a patch")
         if resolution is None:
             return Decision(allow, UNCHANGED)
         ops = annotation_ops(raw_meta, desired_annotations(resolution, self.prefix))

@@ -7,6 +7,7 @@ and every path stays under ``/metadata/annotations``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from webhook.types import Resolution
@@ -19,6 +20,7 @@ def escape_pointer(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+@lru_cache(maxsize=64)
 def annotation_keys(prefix: str) -> tuple[str, str, str, str]:
     """(workload-type, workload-name, platform, resolved-by) keys for a prefix."""
     return (
@@ -66,7 +68,10 @@ def annotation_ops(meta: Mapping[str, Any] | None, wanted: Mapping[str, str]) ->
     missing = missing_annotations(meta, wanted)
     if not missing:
         return []
-    return [
-        {"op": "add", "path": "/metadata/annotations/" + escape_pointer(k), "value": v}
-        for k, v in missing.items()
-    ]
+    return [{"op": "add", "path": annotation_path(k), "value": v} for k, v in missing.items()]
+
+
+@lru_cache(maxsize=256)
+def annotation_path(key: str) -> str:
+    """The JSON Pointer of one annotation; our keys are few and fixed, so each is built once."""
+    return "/metadata/annotations/" + escape_pointer(key)

@@ -8,7 +8,8 @@ plugins — or plugins first when ``plugins_first`` is set — first acceptable 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,10 +68,13 @@ class Resolver:
         namespace: str | None,
         plugins: PluginSet,
         deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
         if not plugins.names:
             return None
         for answer in plugins.answers(plugin_input(meta, namespace), deadline):
+            if deadline is not None and clock() > deadline:
+                return None  # do not pull further plugins past the budget, whatever the set does
             wtype = self.accept_type(answer.workload_type)
             if wtype is not None:
                 return Resolution(wtype, answer.workload_name, None, f"plugin:{answer.plugin}")
@@ -82,10 +86,11 @@ class Resolver:
         namespace: str | None = None,
         plugins: PluginSet = EMPTY,
         deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
         if self.settings.plugins_first:
-            return self.by_plugins(meta, namespace, plugins, deadline) or self.by_rules(meta)
-        return self.by_rules(meta) or self.by_plugins(meta, namespace, plugins, deadline)
+            return self.by_plugins(meta, namespace, plugins, deadline, clock) or self.by_rules(meta)
+        return self.by_rules(meta) or self.by_plugins(meta, namespace, plugins, deadline, clock)
 
 
 def plugin_input(meta: Mapping[str, Any], namespace: str | None) -> str:

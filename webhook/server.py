@@ -70,15 +70,57 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 JSON = "application/json"
 
 
+class InFlight:
+    """Reviews between "headers received" and "answer written", so shutdown can wait for them.
+
+    aiohttp's own graceful stop is not enough: once it closes a connection it drops the bytes
+    still arriving on it, so a review whose body was on the wire at that moment would never
+    complete. Shutdown therefore waits here first, while connections still read.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
+
 def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) -> web.Application:
+    in_flight = InFlight()
+
     async def mutate(request: web.Request) -> web.Response:
-        body = await request.read()  # raises 413 past client_max_size
-        return web.Response(body=review(body), content_type=JSON)
+        in_flight.enter()
+        try:
+            body = await request.read()  # raises 413 past client_max_size
+            response = web.Response(body=review(body), content_type=JSON)
+            if readiness.shutting_down:  # ask keep-alive clients to reconnect, i.e. to another replica
+                response.force_close()
+            return response
+        finally:
+            in_flight.leave()
 
     def review(body: bytes) -> bytes:
         started = time.perf_counter()
         try:
-            req = admission.decode(body)
+            req = admission.decode_for_mutation(body)
         except admission.AdmissionError as exc:
             metrics.observe_admission("", INVALID, None)
             log.warning("malformed admission review", extra={"error": str(exc)})
@@ -106,6 +148,7 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         return web.Response(text="ok\n")
 
     app = web.Application(client_max_size=max_body_bytes)
+    app[IN_FLIGHT] = in_flight
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -119,6 +162,22 @@ def orjson_error(message: str) -> str:
     return orjson.dumps({"error": message}).decode()
 
 
+def event_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when asked for or (``auto``) installed, else asyncio's own loop (None).
+
+    uvloop serves the same aiohttp app with markedly less CPU per request (see bench/server_bench.py).
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
 async def serve_until_stopped(
     app: web.Application,
     host: str,
@@ -128,21 +187,43 @@ async def serve_until_stopped(
     grace_s: float,
     stop: asyncio.Event | None = None,
     reuse_port: bool = False,
+    drain_s: float = 0.0,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``), then stop accepting and drain in-flight reviews."""
+    """Serve until SIGTERM/SIGINT (or ``stop``), then shut down without dropping a review.
+
+    Order, all within ``grace_s`` of the signal: readiness turns false at once; for ``drain_s``
+    the server keeps accepting and answering, so the endpoints controller and kube-proxy have
+    time to stop sending here (a review sent to a closed port would fail the Pod creation under
+    ``failurePolicy: Fail``); then the listening socket closes, idle keep-alive connections are
+    closed, and the reviews in flight are finished for the rest of the grace period (see
+    :class:`InFlight`); whatever is still running then is cancelled.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(app, shutdown_timeout=grace_s, access_log=None, handle_signals=False)
+    drain_s = max(0.0, min(drain_s, grace_s))
+    close_s = min(1.0, grace_s / 4)  # aiohttp's last word: closing connections, cancelling leftovers
+    runner = web.AppRunner(app, shutdown_timeout=close_s, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=reuse_port or None)
     await site.start()
     readiness.certs_loaded = True
     log.info("serving", extra={"host": host, "port": port})
     await stop.wait()
+    signalled = loop.time()
     readiness.shutting_down = True
-    log.info("shutting down: draining in-flight reviews", extra={"grace_seconds": grace_s})
+    log.info("shutting down: readiness false, still serving", extra={"drain_seconds": drain_s,
+                                                                     "grace_seconds": grace_s})
+    if drain_s:
+        await asyncio.sleep(drain_s)
+    await site.stop()
+    in_flight = app.get(IN_FLIGHT)
+    left = max(0.0, grace_s - close_s - (loop.time() - signalled))
+    log.info("stopped accepting; finishing in-flight reviews",
+             extra={"in_flight": in_flight.count if in_flight else 0, "seconds_left": round(left, 3)})
+    if in_flight is not None and not await in_flight.wait_idle(left):
+        log.warning("grace period over: cancelling unfinished reviews", extra={"in_flight": in_flight.count})
     await runner.cleanup()
     log.info("stopped")

@@ -1,0 +1,354 @@
+"""End-to-end server benchmark: our real HTTPS server against a bare aiohttp "ceiling" server.
+
+Both run as subprocesses pinned to one core (their RSS and CPU are their own); ``wrk`` runs pinned
+to another core over keep-alive connections. For each body size and concurrency the ceiling is
+measured right before our server, so both see the same machine noise, and our numbers are reported
+as ratios of its numbers: absolute times drift from machine to machine, ratios much less.
+
+Plugin sets plug in as :class:`PluginDimension` values (a label, a plugin count and a directory the
+server loads with ``--plugin-source directory``); ``main(dimensions=...)`` takes any list of them.
+``cpu-thr/ceil`` (the ceiling's CPU time per request over ours, from /proc) is the throughput
+ratio one would see on a quiet dedicated core; on a shared machine it is steadier than req/s.
+Environment: ``BENCH_SECONDS`` (per cell, default 5), ``BENCH_CONCURRENCY`` (e.g. ``1,8,64``),
+``BENCH_EVENT_LOOP`` (auto, uvloop, asyncio: applies to both servers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.pods import metadata_size, review_body
+from webhook import certs
+
+SIZES = {"4KB": 4_000, "40KB": 40_000}
+TRAFFIC = ("everyday", "worst")
+RESULTS_DIR = Path("bench-results")
+
+# Targets from issue 7, as ratios of the ceiling measured in the same run.
+TARGET_THROUGHPUT_RATIO = 0.75
+TARGET_P99_RATIO = 1.5
+TARGET_PEAK_RSS_MIB = 100.0
+
+WRK_SCRIPT = r"""
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
+    summary.requests, summary.duration, math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+@dataclass(frozen=True)
+class PluginDimension:
+    """One plugin set to load in the server: ``plugins_dir`` None means no plugin source at all."""
+
+    label: str
+    count: int
+    plugins_dir: str | None = None
+
+
+NO_PLUGINS = PluginDimension("0 plugins", 0)
+
+
+@dataclass
+class Measurement:
+    server: str
+    plugins: str
+    traffic: str
+    size: str
+    concurrency: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us_per_request: float
+    throughput_ratio: float | None = None
+    p99_ratio: float | None = None
+    cpu_ratio: float | None = None  # ceiling CPU per request / ours: the throughput ratio on a quiet core
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    cmd: list[str]
+    port: int
+    cpu: int | None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
+        self.proc = subprocess.Popen([*pin, *self.cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {err.strip()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/readyz", context=ctx, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not become ready on port {self.port}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def status_kib(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(f"https://127.0.0.1:{self.port}/mutate", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            return r.status, r.read()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pick_cores() -> tuple[int | None, int | None]:
+    """Server core and load-generator core: the first two this process may use (None: no pinning)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, None
+    return cores[0], cores[1]
+
+
+def ours_cmd(port: int, cert: Path, key: Path, dimension: PluginDimension, event_loop: str) -> list[str]:
+    cmd = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--cert-file", str(cert), "--key-file", str(key), "--log-level", "warning",
+           "--event-loop", event_loop, "--shutdown-drain-s", "0"]
+    if dimension.plugins_dir:
+        cmd += ["--plugin-source", "directory", "--plugins-dir", dimension.plugins_dir]
+    else:
+        cmd += ["--plugin-source", "none"]
+    return cmd
+
+
+def ceiling_cmd(port: int, cert: Path, key: Path, event_loop: str) -> list[str]:
+    return [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--cert-file", str(cert),
+            "--key-file", str(key), "--event-loop", event_loop]
+
+
+def run_wrk(port: int, script: Path, body: Path, concurrency: int, seconds: float, cpu: int | None) -> dict[str, int]:
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    cmd = [*pin, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
+           "-s", str(script), f"https://127.0.0.1:{port}/mutate"]
+    out = subprocess.run(cmd, env={**os.environ, "BENCH_BODY": str(body)}, capture_output=True, text=True,
+                         timeout=seconds + 30, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("BENCH "):
+            result: dict[str, int] = json.loads(line[6:])
+            return result
+    raise RuntimeError(f"wrk printed no summary:\n{out}")
+
+
+def measure(srv: ServerProcess, plugins: str, traffic: str, size: str, concurrency: int, script: Path, body: Path,
+            seconds: float, load_cpu: int | None) -> Measurement:
+    cpu_before = srv.cpu_seconds()
+    r = run_wrk(srv.port, script, body, concurrency, seconds, load_cpu)
+    cpu = srv.cpu_seconds() - cpu_before
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    requests = max(r["requests"], 1)
+    return Measurement(
+        server=srv.name, plugins=plugins, traffic=traffic, size=size, concurrency=concurrency,
+        requests=r["requests"], rps=r["requests"] / (r["duration_us"] / 1e6),
+        p50_ms=r["p50_us"] / 1000, p99_ms=r["p99_us"] / 1000, errors=errors,
+        cpu_us_per_request=cpu * 1e6 / requests,
+    )
+
+
+def check_answer(srv: ServerProcess, body: bytes, traffic: str) -> None:
+    """One real review before timing: a benchmark of wrong answers would be worthless."""
+    status, raw = srv.post(body)
+    answer = json.loads(raw)
+    if status != 200 or answer["response"].get("allowed") is not True:
+        raise RuntimeError(f"{srv.name}: unexpected answer {status} {raw[:200]!r}")
+    if srv.name == "ours" and traffic == "everyday" and "patch" not in answer["response"]:
+        raise RuntimeError("our server did not patch an everyday Pod")
+
+
+@contextlib.contextmanager
+def running(servers: Sequence[ServerProcess]) -> Iterator[None]:
+    try:
+        for s in servers:
+            s.start()
+        yield
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def concurrency_levels() -> tuple[int, ...]:
+    raw = os.environ.get("BENCH_CONCURRENCY", "1,8,64")
+    return tuple(int(x) for x in raw.split(",") if x.strip())
+
+
+def run(dimensions: Sequence[PluginDimension], seconds: float, event_loop: str) -> tuple[list[Measurement], dict[str, int]]:
+    """Every cell; returns the measurements and each server's peak RSS (KiB)."""
+    server_cpu, load_cpu = pick_cores()
+    with tempfile.TemporaryDirectory(prefix="wt-bench-") as tmp:
+        work = Path(tmp)
+        paths = certs.generate_files(work, "workload-tagger", "workload-tagger", ["localhost", "127.0.0.1"])
+        cert, key = paths["tls.crt"], paths["tls.key"]
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        bodies: dict[tuple[str, str], Path] = {}
+        for traffic in TRAFFIC:
+            for size, target in SIZES.items():
+                bodies[traffic, size] = work / f"{traffic}-{size}.json"
+                bodies[traffic, size].write_bytes(review_body(traffic, target))
+        ceiling = ServerProcess("ceiling", [], free_port(), server_cpu)
+        ceiling.cmd = ceiling_cmd(ceiling.port, cert, key, event_loop)
+        ours: list[tuple[PluginDimension, ServerProcess]] = []
+        for dim in dimensions:
+            port = free_port()
+            ours.append((dim, ServerProcess("ours", ours_cmd(port, cert, key, dim, event_loop), port, server_cpu)))
+        results: list[Measurement] = []
+        with running([ceiling, *(s for _, s in ours)]):
+            for (traffic, _), body in bodies.items():
+                check_answer(ceiling, body.read_bytes(), traffic)
+                for _, srv in ours:
+                    check_answer(srv, body.read_bytes(), traffic)
+            for srv in [ceiling, *(s for _, s in ours)]:  # warm-up: connections, caches, allocator
+                run_wrk(srv.port, script, bodies["everyday", "4KB"], 8, 1, load_cpu)
+            for size in SIZES:
+                for conc in concurrency_levels():
+                    base = measure(ceiling, "-", "-", size, conc, script, bodies["everyday", size], seconds, load_cpu)
+                    results.append(base)
+                    for dim, srv in ours:
+                        for traffic in TRAFFIC:
+                            m = measure(srv, dim.label, traffic, size, conc, script, bodies[traffic, size], seconds,
+                                        load_cpu)
+                            m.throughput_ratio = m.rps / base.rps if base.rps else None
+                            m.p99_ratio = m.p99_ms / base.p99_ms if base.p99_ms else None
+                            m.cpu_ratio = (base.cpu_us_per_request / m.cpu_us_per_request
+                                           if m.cpu_us_per_request else None)
+                            results.append(m)
+            peaks = {"ceiling": ceiling.status_kib("VmHWM")}
+            peaks |= {f"ours ({dim.label})": srv.status_kib("VmHWM") for dim, srv in ours}
+        return results, peaks
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def render(results: Sequence[Measurement], peaks: dict[str, int], seconds: float, event_loop: str,
+           dimensions: Sequence[PluginDimension]) -> str:
+    lines = [
+        f"server benchmark: wrk keep-alive over TLS, {seconds:g} s per cell, server pinned to one core, "
+        f"event loop {event_loop}; metadata ~{metadata_size(review_body('worst', 4000))} B",
+        f"{'server':8} {'plugins':11} {'traffic':9} {'size':5} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'cpu us/req':>10} {'err':>4} {'thr/ceil':>8} {'p99/ceil':>8} {'cpu-thr/ceil':>12}",
+    ]
+    for m in results:
+        lines.append(
+            f"{m.server:8} {m.plugins:11} {m.traffic:9} {m.size:5} {m.concurrency:>4} {m.rps:>8.0f} {m.p50_ms:>7.2f} "
+            f"{m.p99_ms:>7.2f} {m.cpu_us_per_request:>10.0f} {m.errors:>4} {_ratio(m.throughput_ratio):>8} "
+            f"{_ratio(m.p99_ratio):>8} {_ratio(m.cpu_ratio):>12}"
+        )
+    lines.append("peak RSS (VmHWM): " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in peaks.items()))
+    lines.extend(summary(results, peaks, dimensions))
+    return "\n".join(lines)
+
+
+def summary(results: Sequence[Measurement], peaks: dict[str, int], dimensions: Sequence[PluginDimension]) -> list[str]:
+    """The issue's targets, checked against the largest plugin set measured."""
+    out = []
+    top = max(dimensions, key=lambda d: d.count)
+    everyday = [m for m in results if m.plugins == top.label and m.traffic == "everyday"]
+    if everyday:
+        thr = min(m.throughput_ratio or 0 for m in everyday)
+        p99 = max(m.p99_ratio or 0 for m in everyday)
+        cpu_thr = min(m.cpu_ratio or 0 for m in everyday)
+        out.append(f"target everyday ({top.label}): throughput >= {TARGET_THROUGHPUT_RATIO} x ceiling: worst cell "
+                   f"{thr:.2f} [{'ok' if thr >= TARGET_THROUGHPUT_RATIO else 'MISS'}]; p99 <= {TARGET_P99_RATIO} x "
+                   f"ceiling: worst cell {p99:.2f} [{'ok' if p99 <= TARGET_P99_RATIO else 'MISS'}]; CPU-normalised "
+                   f"throughput (ceiling CPU/request over ours): worst cell {cpu_thr:.2f} "
+                   f"[{'ok' if cpu_thr >= TARGET_THROUGHPUT_RATIO else 'MISS'}]")
+    rss = peaks.get(f"ours ({top.label})", 0) / 1024
+    out.append(f"target peak RSS ({top.label}) <= {TARGET_PEAK_RSS_MIB:g} MiB: {rss:.1f} MiB "
+               f"[{'ok' if rss <= TARGET_PEAK_RSS_MIB else 'MISS'}]")
+    by_count = sorted(dimensions, key=lambda d: d.count)
+    if len(by_count) >= 2 and by_count[-1].count > by_count[0].count:
+        lo, hi = by_count[0], by_count[-1]
+        for size in SIZES:
+            cpu = {d.label: [m.cpu_us_per_request for m in results
+                             if m.plugins == d.label and m.traffic == "worst" and m.size == size] for d in (lo, hi)}
+            if cpu[lo.label] and cpu[hi.label]:
+                per = (min(cpu[hi.label]) - min(cpu[lo.label])) / (hi.count - lo.count)
+                out.append(f"worst case {size}: server CPU per plugin evaluation ~{per:.1f} us "
+                           f"(({hi.label} - {lo.label}) / {hi.count - lo.count}, best cells)")
+    failed = sum(m.errors for m in results)
+    out.append(f"failed requests (connect/read/write/timeout/non-2xx) over all cells: {failed}")
+    return out
+
+
+def main(dimensions: Sequence[PluginDimension] | None = None) -> None:
+    dims = list(dimensions or [NO_PLUGINS])
+    seconds = float(os.environ.get("BENCH_SECONDS", "5"))
+    event_loop = os.environ.get("BENCH_EVENT_LOOP", "auto")
+    results, peaks = run(dims, seconds, event_loop)
+    table = render(results, peaks, seconds, event_loop, dims)
+    print(table, flush=True)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    (RESULTS_DIR / f"server-{stamp}.txt").write_text(table + "\n")
+    (RESULTS_DIR / f"server-{stamp}.json").write_text(
+        json.dumps({"results": [asdict(m) for m in results], "peak_rss_kib": peaks}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

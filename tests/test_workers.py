@@ -1,0 +1,105 @@
+"""`serve --workers N`: N processes, each with its own listening socket on the one port (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import TLSFiles
+from tests.factories import owner, pod, review
+from tests.serverproc import ServeProcess
+from webhook import workers
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:port, from /proc/net/tcp."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cols = line.split()
+        local, state, inode = cols[1], cols[3], cols[9]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            inodes.add(inode)
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+async def wait_children(pid: int, n: int) -> list[int]:
+    for _ in range(100):
+        kids = children(pid)
+        if len(kids) == n:
+            return kids
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected {n} workers, found {children(pid)}")
+
+
+async def test_workers_share_the_port_and_stop_together(tls_files: TLSFiles, tmp_path: Path) -> None:
+    srv = ServeProcess(tls_files, tmp_path / "serve.log", ["--workers", "2", "--shutdown-drain-s", "0"])
+    srv.start()
+    try:
+        await srv.wait_ready()
+        kids = await wait_children(srv.pid, 2)
+        listeners = listening_inodes(srv.port)
+        assert len(listeners) == 2, "each worker binds its own socket with SO_REUSEPORT"
+        assert all(socket_inodes(k) & listeners for k in kids)
+        assert not socket_inodes(srv.pid) & listeners, "the supervisor itself does not serve"
+        body = json.dumps(review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")]))).encode()
+        answers = await asyncio.gather(*(srv.request("POST", "/mutate", body) for _ in range(20)))
+        assert all(status == 200 and "patch" in json.loads(raw)["response"] for status, raw in answers)
+
+        srv.terminate()
+        assert await asyncio.to_thread(srv.wait, 15) == 0
+        assert not any(Path(f"/proc/{k}").exists() and "zombie" not in Path(f"/proc/{k}/status").read_text()
+                       for k in kids)
+    finally:
+        srv.kill()
+
+
+async def test_a_worker_dying_on_its_own_stops_the_replica_non_zero(tls_files: TLSFiles, tmp_path: Path) -> None:
+    srv = ServeProcess(tls_files, tmp_path / "serve.log", ["--workers", "2", "--shutdown-drain-s", "0"])
+    srv.start()
+    try:
+        await srv.wait_ready()
+        kids = await wait_children(srv.pid, 2)
+        os.kill(kids[0], signal.SIGKILL)
+        assert await asyncio.to_thread(srv.wait, 15) == 1
+        assert "worker exited" in (tmp_path / "serve.log").read_text()
+    finally:
+        srv.kill()
+
+
+def test_supervise_returns_zero_only_when_every_child_succeeds() -> None:
+    assert workers.supervise(3, lambda: 0) == 0
+    assert workers.supervise(2, lambda: 3) == 1
+
+
+def test_supervise_forwards_sigterm_to_children() -> None:
+    def child() -> int:
+        received: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+        os.kill(os.getppid(), signal.SIGTERM)  # as if the kubelet signalled the supervisor
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 0 if received and set(received) == {signal.SIGTERM} else 7
+
+    assert workers.supervise(2, child) == 0
