@@ -42,7 +42,7 @@ NONE = "none"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 # "unknown" is the operation of a review too malformed to read one from.
 UNKNOWN_OPERATION = "unknown"
-ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "invalid")
+ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "timeout", "invalid")
 RESOLUTION_SOURCES = ("builtin", "config", "plugin")
 PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID)
 WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
