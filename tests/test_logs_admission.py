@@ -99,3 +99,15 @@ def test_log_level_is_configurable(log_stream: io.StringIO) -> None:
         ("shown at warning", "u2", "warning"),
         ("shown at debug", "u3", "debug"),
     ]
+
+
+def test_big_integers_in_log_fields_are_written_exactly() -> None:
+    import json as _json
+    import logging as _logging
+
+    from webhook.logs import JsonFormatter
+
+    record = _logging.LogRecord("t", _logging.INFO, __file__, 1, "serving certificate loaded", None, None)
+    record.serial = 2**150 + 7
+    line = JsonFormatter().format(record)
+    assert _json.loads(line)["serial"] == 2**150 + 7

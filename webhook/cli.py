@@ -53,23 +53,33 @@ def _lazy(module: str, func: str = "run", adder: str = "add_arguments") -> tuple
     return getattr(mod, adder), getattr(mod, func)
 
 
-def _command(
-    sub: Any, name: str, help_text: str, target: tuple[str, str, str], settings: Sequence[str] = ()
-) -> argparse.ArgumentParser:
-    module, func, adder = target
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
-    try:  # TEMP until all command modules are merged
+class _Builder:
+    """Adds subcommands; imports a command's module only when that command was asked for.
+
+    A command module may pull in heavy libraries (the kubernetes client alone is ~30 MiB), and
+    `serve` must not carry what `audit` needs, so the parser is built for the command in argv.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.words = tuple(a for a in argv if not a.startswith("-"))[:2]
+
+    def command(
+        self, sub: Any, path: tuple[str, ...], help_text: str, target: tuple[str, str, str],
+        settings: Sequence[str] = (),
+    ) -> None:
+        parser: argparse.ArgumentParser = sub.add_parser(path[-1], help=help_text, description=help_text)
+        if self.words[: len(path)] != path:
+            return
+        module, func, adder = target
         add, _ = _lazy(module, func, adder)
-    except (ModuleNotFoundError, AttributeError):
-        return parser
-    add(parser)
-    if settings:
-        add_config_flags(parser, settings)
-    parser.set_defaults(_target=target)
-    return parser
+        add(parser)
+        if settings:
+            add_config_flags(parser, settings)
+        parser.set_defaults(_target=target)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    b = _Builder(argv)
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Annotate Pods with their workload type and name (mutating admission webhook).",
@@ -77,33 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve_settings = [f.name for f in fields(Config) if not f.metadata.get("file_only")]
-    _command(sub, "serve", "run the HTTPS admission webhook", ("app", "run_serve", "add_serve_arguments"), serve_settings)
-    _command(
-        sub, "resolve", "resolve the workload of a Pod, Pod metadata or AdmissionReview file",
-        ("app", "run_resolve", "add_resolve_arguments"), RESOLVE_SETTINGS,
-    )
+    b.command(sub, ("serve",), "run the HTTPS admission webhook", ("app", "run_serve", "add_serve_arguments"),
+              serve_settings)
+    b.command(sub, ("resolve",), "resolve the workload of a Pod, Pod metadata or AdmissionReview file",
+              ("app", "run_resolve", "add_resolve_arguments"), RESOLVE_SETTINGS)
 
     plugin = sub.add_parser("plugin", help="test and manage Lua plugins", description="test and manage Lua plugins")
     psub = plugin.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
-    _command(psub, "test", "run one plugin offline against Pod files", ("plugins.tool", "run", "add_arguments"),
-             RESOLVE_SETTINGS)
-    _command(psub, "create", "validate a plugin and store it in the plugins ConfigMap",
-             ("plugins.manage", "run_create", "add_create_arguments"), CONFIGMAP_SETTINGS)
-    _command(psub, "list", "list the plugins in the ConfigMap",
-             ("plugins.manage", "run_list", "add_list_arguments"), CONFIGMAP_SETTINGS)
-    _command(psub, "delete", "remove a plugin from the ConfigMap",
-             ("plugins.manage", "run_delete", "add_delete_arguments"), CONFIGMAP_SETTINGS)
+    b.command(psub, ("plugin", "test"), "run one plugin offline against Pod files",
+              ("plugins.tool", "run", "add_arguments"), RESOLVE_SETTINGS)
+    b.command(psub, ("plugin", "create"), "validate a plugin and store it in the plugins ConfigMap",
+              ("plugins.manage", "run_create", "add_create_arguments"), CONFIGMAP_SETTINGS)
+    b.command(psub, ("plugin", "list"), "list the plugins in the ConfigMap",
+              ("plugins.manage", "run_list", "add_list_arguments"), CONFIGMAP_SETTINGS)
+    b.command(psub, ("plugin", "delete"), "remove a plugin from the ConfigMap",
+              ("plugins.manage", "run_delete", "add_delete_arguments"), CONFIGMAP_SETTINGS)
 
     certs = sub.add_parser("certs", help="certificates", description="certificates")
     csub = certs.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
-    _command(csub, "generate", "write a CA and a serving certificate", ("certs", "run", "add_arguments"))
+    b.command(csub, ("certs", "generate"), "write a CA and a serving certificate", ("certs", "run", "add_arguments"))
 
-    _command(sub, "recommend", "DeepFlow Agent config and ClusterRole for the platforms your Pods run on",
-             ("recommend", "run", "add_arguments"), CLUSTER_SETTINGS)
-    _command(sub, "audit", "report how many Pods are tagged, stale or unresolved", ("audit", "run", "add_arguments"),
-             (*RESOLVE_SETTINGS, *CLUSTER_SETTINGS))
-    _command(sub, "backfill", "annotate Pods that already run", ("backfill", "run", "add_arguments"),
-             (*RESOLVE_SETTINGS, *CLUSTER_SETTINGS))
+    b.command(sub, ("recommend",), "DeepFlow Agent config and ClusterRole for the platforms your Pods run on",
+              ("recommend", "run", "add_arguments"), CLUSTER_SETTINGS)
+    b.command(sub, ("audit",), "report how many Pods are tagged, stale or unresolved",
+              ("audit", "run", "add_arguments"), (*RESOLVE_SETTINGS, *CLUSTER_SETTINGS))
+    b.command(sub, ("backfill",), "annotate Pods that already run", ("backfill", "run", "add_arguments"),
+              (*RESOLVE_SETTINGS, *CLUSTER_SETTINGS))
     return parser
 
 
@@ -118,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from webhook.inputs import InputError
     from webhook.rules import RuleConfigError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     flags = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     try:
         config = load(getattr(args, "config", None), flags)

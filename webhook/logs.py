@@ -6,6 +6,7 @@ becomes a JSON field, so there is no per-call formatting code.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -29,7 +30,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # integers past 64 bits (certificate serials): the stdlib writes them exactly
+            return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def setup(level: str = "info") -> None:

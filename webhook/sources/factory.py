@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.kubeclient import api_client
 from webhook.sources import PluginSink, PluginSource, SourceObserver
 
 
@@ -22,6 +21,7 @@ def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> 
     if kind == "configmap":
         from kubernetes import client
 
+        from webhook.kubeclient import api_client
         from webhook.sources.configmap import ConfigMapSource
 
         return ConfigMapSource(
