@@ -129,3 +129,10 @@ def test_console_script_and_module_are_the_same_cli() -> None:
     assert a.stdout.replace("workload-tagger", "X") == b.stdout.replace("workload-tagger", "X")
     for command in ("serve", "resolve", "plugin", "certs", "recommend", "audit", "backfill"):
         assert command in b.stdout
+
+
+def test_readme_shows_the_real_audit_table_for_the_sample_cluster() -> None:
+    proc = cli("audit", "examples/cluster-pods.json")
+    assert proc.returncode == 0, proc.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "```\n" + proc.stdout.rstrip() + "\n```" in readme
