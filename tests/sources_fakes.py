@@ -79,11 +79,6 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: 
         await asyncio.sleep(0.01)
 
 
-def fake_validator(name: str, source: str) -> None:
-    """Stands in for webhook.plugins.registry.validate_plugin until the engine is merged."""
-    if "GetWorkloadTypeAndName" not in source:
-        raise ValueError(f"plugin {name} does not define GetWorkloadTypeAndName")
-
 
 def core_api(url: str) -> Any:
     configuration = client.Configuration()
