@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from webhook.plugins import (
@@ -203,8 +202,3 @@ class PluginRegistry:
                 sorted(report.failed),
             )
         return report
-
-
-def read_plugin_dir(path: Path) -> dict[str, str]:
-    """``*.lua`` files of a directory, by file stem, in name order."""
-    return {file.stem: file.read_text(encoding="utf-8") for file in sorted(Path(path).glob("*.lua")) if file.is_file()}
