@@ -168,10 +168,21 @@ def test_environment_matches_the_settings() -> None:
             assert name.removeprefix("WORKLOAD_TAGGER_").lower() in known, name
 
 
+EXAMPLE_PLUGIN = ROOT / "examples" / "plugins" / "opengauss.lua"
+
+
+def test_shipped_plugin_is_the_example_byte_for_byte() -> None:
+    """kustomize cannot read files outside its directory, so the example is copied; the copy must not drift."""
+    assert (MANIFESTS / "base/plugins/opengauss.lua").read_bytes() == EXAMPLE_PLUGIN.read_bytes()
+
+
 def test_plugin_configmap_holds_the_opengauss_example() -> None:
     cm = one(build("base"), "ConfigMap", "workload-tagger-plugins")
     assert list(cm["data"]) == ["opengauss.lua"]
-    assert cm["data"]["opengauss.lua"] == (MANIFESTS / "base/plugins/opengauss.lua").read_text()
+    assert cm["data"]["opengauss.lua"] == EXAMPLE_PLUGIN.read_text(encoding="utf-8")
+    for target in TARGETS:  # every build ships the same source
+        built = one(build(target), "ConfigMap", "workload-tagger-plugins")
+        assert built["data"] == {"opengauss.lua": EXAMPLE_PLUGIN.read_text(encoding="utf-8")}, target
     assert env(build("base"))[env_name("configmap_name")] == cm["metadata"]["name"]
 
 
@@ -198,7 +209,7 @@ io.write(a, "\\t", b)
                     }
                 ],
             },
-            "StatefulSet\togtest",
+            "statefulset\togtest",  # as DeepFlow's example writes it; the webhook canonicalises the type
         ),
         (
             {
