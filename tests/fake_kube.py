@@ -4,12 +4,12 @@ kmock's emulator ignores resourceVersion, so it cannot produce the 409 conflicts
 self-managed certificate code must survive. This fake keeps resourceVersions, answers 409 on
 stale writes, applies strategic-merge patches to webhook entries by name (as the apiserver
 does for MutatingWebhookConfiguration.webhooks), and lets a test run a hook between requests
-to play "another replica". The real `kubernetes` client talks to it over HTTP.
+to play "another replica". The real `kubernetes` client talks to it over HTTP. The server
+thread, Status answers and request log are shared with the other fakes (tests/fakeapi.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import threading
@@ -18,21 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from kubernetes import client as k8s
+
+from tests.fakeapi import LoopbackServer, RequestLog, already_exists, conflict, not_found, status_response
 
 MWC = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-
-
-def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "reason": reason,
-        "code": code,
-        "message": message,
-    }
-    return web.json_response(body, status=code)
 
 
 @dataclass
@@ -41,7 +30,7 @@ class FakeKube:
     webhook_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: list[dict[str, Any]] = field(default_factory=list)
     api_groups: list[str] = field(default_factory=list)
-    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    requests: RequestLog = field(default_factory=RequestLog)
     # called (under the lock) before a write is applied: (method, path) -> None; may change the store
     before_write: Callable[[str, str], None] | None = None
     _rv: int = 100
@@ -82,7 +71,6 @@ class FakeKube:
             self.before_write(method, path)
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((request.method, request.path, request.content_type))
         body = await request.read()
         with self.lock:
             return self._dispatch(request, json.loads(body) if body else None)
@@ -107,7 +95,7 @@ class FakeKube:
             return self._secret(method, parts[3], parts[5] if len(parts) > 5 else None, body, path)
         if path.startswith(MWC + "/"):
             return self._mwc(method, parts[-1], body, request.content_type, path)
-        return _status(404, "NotFound", f"no route {method} {path}")
+        return status_response(404, "NotFound", f"no route {method} {path}")
 
     def _list_pods(self, request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "0") or 0) or len(self.pods) or 1
@@ -122,13 +110,13 @@ class FakeKube:
         if method == "GET" and name:
             obj = self.secrets.get((ns, name))
             if obj is None:
-                return _status(404, "NotFound", f'secrets "{name}" not found')
+                return not_found("secrets", name)
             return web.json_response(obj)
         if method == "POST" and name is None:
             self._hook(method, path)
             name = body["metadata"]["name"]
             if (ns, name) in self.secrets:
-                return _status(409, "AlreadyExists", f'secrets "{name}" already exists')
+                return already_exists("secrets", name)
             obj = copy.deepcopy(body)
             obj["metadata"].update(namespace=ns, resourceVersion=self.next_rv(), uid=f"uid-{name}")
             self.secrets[(ns, name)] = obj
@@ -137,31 +125,31 @@ class FakeKube:
             self._hook(method, path)
             current = self.secrets.get((ns, name))
             if current is None:
-                return _status(404, "NotFound", f'secrets "{name}" not found')
+                return not_found("secrets", name)
             if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
-                return _status(409, "Conflict", "the object has been modified; please apply your changes")
+                return conflict("secrets", name)
             obj = copy.deepcopy(body)
             obj["metadata"]["resourceVersion"] = self.next_rv()
             self.secrets[(ns, name)] = obj
             return web.json_response(obj)
-        return _status(405, "MethodNotAllowed", f"{method} {path}")
+        return status_response(405, "MethodNotAllowed", f"{method} {path}")
 
     def _mwc(self, method: str, name: str, body: Any, content_type: str, path: str) -> web.Response:
         current = self.webhook_configs.get(name)
         if current is None:
-            return _status(404, "NotFound", f'mutatingwebhookconfigurations "{name}" not found')
+            return not_found("mutatingwebhookconfigurations", name)
         if method == "GET":
             return web.json_response(current)
         if method == "PATCH":
             self._hook(method, path)
             if content_type != "application/strategic-merge-patch+json":
-                return _status(
+                return status_response(
                     415, "UnsupportedMediaType", f"fake only speaks strategic merge, not {content_type}"
                 )
             current = self.webhook_configs[name]
             rv = (body.get("metadata") or {}).get("resourceVersion")
             if rv is not None and rv != current["metadata"]["resourceVersion"]:
-                return _status(409, "Conflict", "the object has been modified; please apply your changes")
+                return conflict("mutatingwebhookconfigurations", name)
             obj = copy.deepcopy(current)
             by_name = {w["name"]: w for w in obj["webhooks"]}
             for entry in body.get("webhooks", []):
@@ -173,49 +161,18 @@ class FakeKube:
             obj["metadata"]["resourceVersion"] = self.next_rv()
             self.webhook_configs[name] = obj
             return web.json_response(obj)
-        return _status(405, "MethodNotAllowed", f"{method} {path}")
+        return status_response(405, "MethodNotAllowed", f"{method} {path}")
 
 
-class FakeKubeServer:
+class FakeKubeServer(LoopbackServer):
     """Runs a FakeKube on 127.0.0.1 in a thread with its own loop; `api_client()` talks to it."""
 
     def __init__(self, kube: FakeKube) -> None:
         self.kube = kube
-        self.url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.kube.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._stop = asyncio.Event()
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        app = web.Application(middlewares=[kube.requests.middleware])
+        app.router.add_route("*", "/{tail:.*}", kube.handle)
+        super().__init__(app)
 
     def __enter__(self) -> FakeKubeServer:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fake API server did not start")
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def api_client(self) -> k8s.ApiClient:
-        configuration = k8s.Configuration(host=self.url)
-        return k8s.ApiClient(configuration)

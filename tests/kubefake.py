@@ -4,12 +4,13 @@ kmock's emulator ignores ``limit``/``continue`` (it always answers with every ob
 no resourceVersion preconditions, so the paginated list, the merge-patch semantics and the
 fault injection the backfill must survive are served here instead. It speaks the same wire
 protocol: PodList pages with ``metadata.continue``/``remainingItemCount``, ``Status`` errors,
-RFC 7386 merge patches, 409 on a stale ``metadata.resourceVersion`` precondition.
+RFC 7386 merge patches, 409 on a stale ``metadata.resourceVersion`` precondition. The server
+thread, Status bodies, merge patch and request log are shared with the other fakes
+(tests/fakeapi.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import bisect
 import threading
@@ -22,7 +23,10 @@ import orjson
 from aiohttp import web
 from kubernetes import client as k8s
 
+from tests.fakeapi import LoopbackServer, Recorded, RequestLog, merge_patch, status_body, status_response
 from webhook.kubeclient import core_api
+
+__all__ = ["FakeCluster", "Fault", "merge_patch", "serve", "status_body"]
 
 
 @dataclass
@@ -34,40 +38,6 @@ class Fault:
     body: dict[str, Any] | None = None
     drop: bool = False
     after: bool = False  # serve the request first, then drop the connection instead of answering
-
-
-@dataclass
-class Logged:
-    method: str
-    path: str
-    query: dict[str, str]
-    content_type: str
-    body: Any
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, written from the RFC's pseudo-code."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def status_body(code: int, reason: str, message: str, **meta: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": meta,
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
 
 
 class FakeCluster:
@@ -82,7 +52,7 @@ class FakeCluster:
             meta.setdefault("resourceVersion", str(self.rv))
             self.pods[f"{meta['namespace']}/{meta['name']}"] = pod
         self.keys = sorted(self.pods)
-        self.log: list[Logged] = []
+        self.log = RequestLog()
         # (method, pod key or "LIST#<n>") -> faults to serve first, in order
         self.faults: dict[tuple[str, str], list[Fault]] = {}
         self.lists = 0
@@ -105,8 +75,9 @@ class FakeCluster:
             pod["metadata"] = merge_patch(pod["metadata"], {"annotations": annotations})
             pod["metadata"]["resourceVersion"] = str(self.rv)
 
-    def requests(self, method: str) -> list[Logged]:
-        return [r for r in self.log if r.method == method]
+    def requests(self, kind: str) -> list[Recorded]:
+        """``LIST`` (GET of the collection), ``GET`` (of one Pod) or ``PATCH`` requests, in order."""
+        return [r for r in self.log if _kind(r) == kind]
 
     # -- the API
     def _take(self, method: str, target: str) -> Fault | None:
@@ -123,7 +94,6 @@ class FakeCluster:
 
     async def list_pods(self, request: web.Request) -> web.StreamResponse:
         namespace = request.match_info.get("namespace")
-        self.log.append(Logged("LIST", request.path, dict(request.query), "", None))
         self.lists += 1
         fault = self._take("LIST", f"LIST#{self.lists}")
         if fault:
@@ -158,20 +128,18 @@ class FakeCluster:
 
     async def read_pod(self, request: web.Request) -> web.StreamResponse:
         key = f"{request.match_info['namespace']}/{request.match_info['name']}"
-        self.log.append(Logged("GET", request.path, dict(request.query), "", None))
         fault = self._take("GET", key)
         if fault:
             return await self._fail(request, fault)
         with self.lock:
             pod = self.pods.get(key)
             if pod is None:
-                return web.json_response(status_body(404, "NotFound", f'pods "{key}" not found'), status=404)
+                return status_response(404, "NotFound", f'pods "{key}" not found')
             return web.Response(body=orjson.dumps(pod), content_type="application/json")
 
     async def patch_pod(self, request: web.Request) -> web.StreamResponse:
         key = f"{request.match_info['namespace']}/{request.match_info['name']}"
         body = orjson.loads(await request.read())
-        self.log.append(Logged("PATCH", request.path, dict(request.query), request.content_type, body))
         fault = self._take("PATCH", key)
         if fault and not fault.after:
             return await self._fail(request, fault)
@@ -179,17 +147,15 @@ class FakeCluster:
             "application/merge-patch+json",
             "application/strategic-merge-patch+json",
         ):
-            return web.json_response(
-                status_body(415, "UnsupportedMediaType", request.content_type), status=415
-            )
+            return status_response(415, "UnsupportedMediaType", request.content_type)
         with self.lock:
             pod = self.pods.get(key)
             if pod is None:
-                return web.json_response(status_body(404, "NotFound", f'pods "{key}" not found'), status=404)
+                return status_response(404, "NotFound", f'pods "{key}" not found')
             want_rv = (body.get("metadata") or {}).get("resourceVersion")
             if want_rv is not None and want_rv != pod["metadata"]["resourceVersion"]:
                 msg = "the object has been modified; please apply your changes to the latest version"
-                return web.json_response(status_body(409, "Conflict", msg), status=409)
+                return status_response(409, "Conflict", msg)
             self.rv += 1
             patched = merge_patch(pod, body)
             patched["metadata"]["resourceVersion"] = str(self.rv)
@@ -199,7 +165,7 @@ class FakeCluster:
         return web.Response(body=orjson.dumps(patched), content_type="application/json")
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.log.middleware])
         app.router.add_get("/api/v1/pods", self.list_pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", self.list_pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}", self.read_pod)
@@ -216,34 +182,20 @@ def _matches(pod: dict[str, Any], selector: str) -> bool:
     return True
 
 
+def _kind(request: Recorded) -> str:
+    if request.method == "GET":
+        return "LIST" if request.path.endswith("/pods") else "GET"
+    return request.method
+
+
 @contextmanager
 def serve(cluster: FakeCluster) -> Iterator[k8s.CoreV1Api]:
     """Run the fake API on a loopback port in a thread; yield a real CoreV1Api pointed at it."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(cluster.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        holder["runner"] = runner
-        holder["port"] = runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
-    ready.wait(10)
-    conf = k8s.Configuration()
-    conf.host = f"http://127.0.0.1:{holder['port']}"
-    api = core_api(conf)
-    try:
-        yield api
-    finally:
-        api.api_client.close()
-        asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    with LoopbackServer(cluster.app()) as server:
+        conf = k8s.Configuration()
+        conf.host = server.url
+        api = core_api(conf)
+        try:
+            yield api
+        finally:
+            api.api_client.close()

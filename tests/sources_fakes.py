@@ -3,8 +3,8 @@
 ``FakeConfigMapAPI`` is a small aiohttp app on 127.0.0.1 speaking the Kubernetes ConfigMap
 protocol for what kmock 0.8 cannot express: real resourceVersions (409 on a stale write, 410 on a
 compacted watch), server-side watch timeouts with bookmarks, dropped connections, slow answers
-and 403s. It runs its own event loop in a thread, so the synchronous ``kubernetes`` client can
-talk to it from the test's thread.
+and 403s. The server thread, Status answers, merge patches and request log come from
+tests/fakeapi.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,32 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from kubernetes import client
+
+from tests.fakeapi import (
+    LoopbackServer,
+    RequestLog,
+    already_exists,
+    conflict,
+    core_api,
+    forbidden,
+    merge_patch,
+    not_found,
+    status_response,
+    write_kubeconfig,
+)
+
+__all__ = [
+    "FakeConfigMapAPI",
+    "RecordingObserver",
+    "RecordingSink",
+    "core_api",
+    "eventually",
+    "wait_for",
+    "write_kubeconfig",
+]
 
 # --- recorders ----------------------------------------------------------------------------
 
@@ -80,39 +101,7 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: 
 
 
 
-def core_api(url: str) -> Any:
-    configuration = client.Configuration()
-    configuration.host = url.rstrip("/")
-    return client.CoreV1Api(client.ApiClient(configuration))
-
-
-def write_kubeconfig(path: Path, url: str, namespace: str = "default") -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "test", "cluster": {"server": url.rstrip("/")}}],
-                "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [
-                    {"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}
-                ],
-                "current-context": "test",
-            }
-        )
-    )
-    return path
-
-
 # --- the fake API server ------------------------------------------------------------------
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: dict[str, str]
-    status: int = 0
 
 
 @dataclass
@@ -124,55 +113,28 @@ class FakeConfigMapAPI:
     drop_watch_after_events: int | None = None  # next watch: drop the connection after N events
     concurrent_write: tuple[str, str, dict[str, str]] | None = None  # lands just before the next write
     always_conflict: bool = False
-    seen: list[Seen] = field(default_factory=list)
+    seen: RequestLog = field(default_factory=RequestLog)
 
     def __post_init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.rv = 100
         self.events: list[tuple[int, dict[str, Any]]] = []
-        self._changed: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._changed = asyncio.Event()  # not bound to a loop until awaited (on the server's loop)
+        app = web.Application(middlewares=[self.seen.middleware])
+        app.router.add_route("*", "/api/v1/namespaces/{ns}/configmaps", self._collection)
+        app.router.add_route("*", "/api/v1/namespaces/{ns}/configmaps/{name}", self._item)
+        self._server = LoopbackServer(app)
         self.url = ""
 
     # lifecycle
 
     def __enter__(self) -> FakeConfigMapAPI:
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        if not ready.wait(5):
-            raise RuntimeError("fake API server did not start")
+        self._server.__enter__()
+        self.url = self._server.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._thread is not None
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _serve(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        self._changed = asyncio.Event()
-        app = web.Application(middlewares=[self._recorder])
-        app.router.add_route("*", "/api/v1/namespaces/{ns}/configmaps", self._collection)
-        app.router.add_route("*", "/api/v1/namespaces/{ns}/configmaps/{name}", self._item)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        ready.set()
-        loop.run_forever()
-        loop.close()
-
-    async def _shutdown(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+        self._server.__exit__(*exc)
 
     # state changes from the test thread
 
@@ -184,24 +146,14 @@ class FakeConfigMapAPI:
         self._call(self._remove, namespace, name)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        assert self._loop is not None
-
-        async def run() -> Any:
-            return await fn(*args)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(5)
+        return self._server.run(fn(*args), timeout=5)
 
     async def _put(
-        self, namespace: str, name: str, data: dict[str, str | None], merge: bool = True
+        self, namespace: str, name: str, data: Mapping[str, str | None], merge: bool = True
     ) -> dict[str, Any]:
         key = (namespace, name)
         existing = self.objects.get(key)
-        merged = dict((existing or {}).get("data") or {}) if merge else {}
-        for k, v in data.items():
-            if v is None:
-                merged.pop(k, None)
-            else:
-                merged[k] = v
+        merged = merge_patch(dict((existing or {}).get("data") or {}) if merge else {}, data)
         self.rv += 1
         obj = {
             "apiVersion": "v1",
@@ -221,33 +173,20 @@ class FakeConfigMapAPI:
     async def _remove(self, namespace: str, name: str) -> dict[str, Any]:
         obj = self.objects.pop((namespace, name))
         self.rv += 1
-        gone = json.loads(json.dumps(obj))
+        gone: dict[str, Any] = json.loads(json.dumps(obj))
         gone["metadata"]["resourceVersion"] = str(self.rv)
         await self._publish("DELETED", gone)
         return gone
 
     async def _publish(self, kind: str, obj: dict[str, Any]) -> None:
-        assert self._changed is not None
         self.events.append((self.rv, {"type": kind, "object": obj}))
         self._changed.set()  # wake every watcher, then arm a fresh event for the next change
         self._changed = asyncio.Event()
 
     # HTTP
 
-    @web.middleware
-    async def _recorder(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        seen = Seen(request.method, request.path, dict(request.query))
-        self.seen.append(seen)
-        response: web.StreamResponse = await handler(request)
-        seen.status = response.status
-        return response
-
     def _forbidden(self, verb: str, namespace: str) -> web.Response:
-        who = 'User "test"'
-        message = (
-            f'configmaps is forbidden: {who} cannot {verb} resource "configmaps" in namespace "{namespace}"'
-        )
-        return _status(403, "Forbidden", message)
+        return forbidden(verb, "configmaps", namespace)
 
     async def _collection(self, request: web.Request) -> web.StreamResponse:
         ns = request.match_info["ns"]
@@ -277,11 +216,11 @@ class FakeConfigMapAPI:
             await self._concurrent_write()
             name = body["metadata"]["name"]
             if (ns, name) in self.objects:
-                return _status(409, "AlreadyExists", f'configmaps "{name}" already exists')
+                return already_exists("configmaps", name)
             obj = await self._put(ns, name, body.get("data") or {})
             obj["metadata"]["labels"] = body["metadata"].get("labels", {})
             return web.json_response(obj, status=201)
-        return _status(405, "MethodNotAllowed", "method not allowed")
+        return status_response(405, "MethodNotAllowed", "method not allowed")
 
     async def _item(self, request: web.Request) -> web.StreamResponse:
         ns, name = request.match_info["ns"], request.match_info["name"]
@@ -289,7 +228,7 @@ class FakeConfigMapAPI:
             if "get" in self.forbid:
                 return self._forbidden("get", ns)
             if (ns, name) not in self.objects:
-                return _status(404, "NotFound", f'configmaps "{name}" not found')
+                return not_found("configmaps", name)
             return web.json_response(self.objects[(ns, name)])
         if request.method == "PATCH":
             if "patch" in self.forbid:
@@ -297,14 +236,14 @@ class FakeConfigMapAPI:
             body = await request.json()
             await self._concurrent_write()
             if (ns, name) not in self.objects:
-                return _status(404, "NotFound", f'configmaps "{name}" not found')
+                return not_found("configmaps", name)
             wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
             current_rv = self.objects[(ns, name)]["metadata"]["resourceVersion"]
             if self.always_conflict or (wanted_rv is not None and wanted_rv != current_rv):
-                return _status(409, "Conflict", f'Operation cannot be fulfilled on configmaps "{name}"')
+                return conflict("configmaps", name)
             obj = await self._put(ns, name, body.get("data") or {})
             return web.json_response(obj)
-        return _status(405, "MethodNotAllowed", "method not allowed")
+        return status_response(405, "MethodNotAllowed", "method not allowed")
 
     async def _concurrent_write(self) -> None:
         """Somebody else's write, landing between the client's read and its write."""
@@ -313,7 +252,6 @@ class FakeConfigMapAPI:
             await self._put(*other)
 
     async def _watch(self, request: web.Request, ns: str) -> web.StreamResponse:
-        assert self._changed is not None
         since = int(request.query.get("resourceVersion") or 0)
         timeout = float(request.query.get("timeoutSeconds") or 30)
         bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1", "True")
@@ -356,14 +294,3 @@ def _field_name(selector: str) -> str | None:
             return part.split("=", 1)[1]
     return None
 
-
-def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {
-        "apiVersion": "v1",
-        "kind": "Status",
-        "status": "Failure",
-        "code": code,
-        "reason": reason,
-        "message": message,
-    }
-    return web.json_response(body, status=code)
