@@ -84,8 +84,7 @@ class FakeKube:
                     "kind": "APIGroupList",
                     "apiVersion": "v1",
                     "groups": [
-                        {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}]}
-                        for g in self.api_groups
+                        {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}]} for g in self.api_groups
                     ],
                 }
             )

@@ -181,9 +181,7 @@ def write_kubeconfig(path: Path, url: str, namespace: str = "default") -> Path:
                 "kind": "Config",
                 "clusters": [{"name": "test", "cluster": {"server": url.rstrip("/")}}],
                 "users": [{"name": "test", "user": {"token": "test-token"}}],
-                "contexts": [
-                    {"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}
-                ],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
                 "current-context": "test",
             }
         )

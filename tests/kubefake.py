@@ -26,8 +26,6 @@ from kubernetes import client as k8s
 from tests.fakeapi import LoopbackServer, Recorded, RequestLog, merge_patch, status_body, status_response
 from webhook.kubeclient import core_api
 
-__all__ = ["FakeCluster", "Fault", "merge_patch", "serve", "status_body"]
-
 
 @dataclass
 class Fault:

@@ -25,23 +25,11 @@ from tests.fakeapi import (
     RequestLog,
     already_exists,
     conflict,
-    core_api,
     forbidden,
     merge_patch,
     not_found,
     status_response,
-    write_kubeconfig,
 )
-
-__all__ = [
-    "FakeConfigMapAPI",
-    "RecordingObserver",
-    "RecordingSink",
-    "core_api",
-    "eventually",
-    "wait_for",
-    "write_kubeconfig",
-]
 
 # --- recorders ----------------------------------------------------------------------------
 
@@ -98,7 +86,6 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
-
 
 
 # --- the fake API server ------------------------------------------------------------------
@@ -293,4 +280,3 @@ def _field_name(selector: str) -> str | None:
         if part.startswith("metadata.name="):
             return part.split("=", 1)[1]
     return None
-

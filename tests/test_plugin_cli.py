@@ -19,7 +19,8 @@ import kmock as kmock_lib
 import pytest
 from kubernetes.config import kube_config
 
-from tests.sources_fakes import FakeConfigMapAPI, core_api, write_kubeconfig
+from tests.fakeapi import core_api, write_kubeconfig
+from tests.sources_fakes import FakeConfigMapAPI
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.kubeclient import api_client as kube_api_client

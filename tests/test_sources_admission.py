@@ -25,7 +25,8 @@ import jsonpatch
 import kmock as kmock_lib
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.sources_fakes import core_api, eventually
+from tests.fakeapi import core_api
+from tests.sources_fakes import eventually
 from webhook.mutate import PodMutator
 from webhook.patch import annotation_keys
 from webhook.plugins.registry import PluginLimits, PluginRegistry

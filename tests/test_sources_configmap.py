@@ -11,11 +11,11 @@ from typing import Any
 
 import kmock as kmock_lib
 
+from tests.fakeapi import core_api
 from tests.sources_fakes import (
     FakeConfigMapAPI,
     RecordingObserver,
     RecordingSink,
-    core_api,
     eventually,
     wait_for,
 )
