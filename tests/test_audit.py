@@ -15,8 +15,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.fakeapi import status_body
-from tests.kubefake import FakeCluster, Fault, serve
+from tests.fakeapi import Fault, status_body
+from tests.kubefake import FakeCluster, serve
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods
 from webhook import audit
 from webhook.config import Config

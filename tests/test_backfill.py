@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakeapi import status_body
-from tests.kubefake import FakeCluster, Fault, serve
+from tests.fakeapi import Fault, status_body
+from tests.kubefake import FakeCluster, serve
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods, wanted
 from webhook import audit, backfill
 from webhook.config import Config

@@ -142,7 +142,12 @@ def test_live_cluster_pages_pods_and_asks_discovery(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kube = FakeKube()
-    kube.pods = json.loads(MIXED.read_text())["items"] * 300  # 2400 Pods: five pages of 500
+    items = json.loads(MIXED.read_text())["items"]
+    kube.pods = [  # 2400 distinct Pods: five pages of 500
+        {**pod, "metadata": {**pod["metadata"], "name": f"{pod['metadata']['name']}-{i}"}}
+        for i in range(300)
+        for pod in items
+    ]
     kube.api_groups = ["apps", "route.openshift.io"]
     with FakeKubeServer(kube) as srv:
         config = Config(kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", srv.url)))
