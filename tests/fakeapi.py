@@ -4,9 +4,10 @@ kmock (the team's API mock) cannot express resourceVersion conflicts, paginated 
 bookmarks or injected faults. :class:`FakeAPI` does, for any resource in :data:`KINDS`: an
 in-memory store keyed by (group, version, resource) and (namespace, name), one resourceVersion
 counter, list/watch/get/create/update/patch/delete over real HTTP on 127.0.0.1, fault
-injection and a request log. The modules the tests import keep only resource-specific
-accessors on top of it: tests/fake_kube.py (Secrets, MutatingWebhookConfigurations, Pods),
-tests/kubefake.py (Pods for audit/backfill), tests/sources_fakes.py (the plugin ConfigMap).
+injection and a request log. At the end, thin facades give each group of tests the
+accessors it uses: :class:`FakeKube` (Secrets, MutatingWebhookConfigurations, Pods for the
+certificate code and ``recommend``), :class:`FakeCluster` (Pods for audit/backfill) and
+:class:`FakeConfigMapAPI` (the plugin ConfigMap for its source and the plugin CLI).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 from kubernetes import client as k8s
+
+from webhook.kubeclient import core_api as kube_core_api
 
 T = TypeVar("T")
 
@@ -600,3 +604,214 @@ def _merge_by_key(current: list[Any], patch: list[Any], merge_key: str) -> list[
         else:
             merged.append(entry)
     return merged
+
+
+# --- facades: the accessors each group of tests uses ------------------------------------------
+#
+# Certificates and `recommend` (Secrets, MutatingWebhookConfigurations, Pods), audit/backfill
+# (paginated Pods with faults), the plugin source and CLI (one watched ConfigMap).
+
+SECRETS: GVR = ("", "v1", "secrets")
+WEBHOOK_CONFIGS: GVR = ("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations")
+PODS: GVR = ("", "v1", "pods")
+
+
+class _ByName(MutableMapping[str, dict[str, Any]]):
+    """A cluster-scoped resource's live objects, by name alone."""
+
+    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
+        self._objects = objects
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        return self._objects[("", name)]
+
+    def __setitem__(self, name: str, obj: dict[str, Any]) -> None:
+        self._objects[("", name)] = obj
+
+    def __delitem__(self, name: str) -> None:
+        del self._objects[("", name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for _, name in self._objects)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+
+class FakeKube(FakeAPI):
+    def __init__(self) -> None:
+        super().__init__(first_rv=100)
+
+    @property
+    def requests(self) -> RequestLog:
+        return self.log
+
+    @property
+    def secrets(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.resource(SECRETS)
+
+    @property
+    def webhook_configs(self) -> _ByName:
+        return _ByName(self.resource(WEBHOOK_CONFIGS))
+
+    @property
+    def pods(self) -> list[dict[str, Any]]:
+        return list(self.resource(PODS).values())
+
+    @pods.setter
+    def pods(self, pods: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.resource(PODS).clear()
+            for pod in pods:
+                self.seed(PODS, pod)
+            if len(self.resource(PODS)) != len(pods):
+                raise ValueError("Pods must have distinct namespace/name pairs")
+
+    def add_webhook_config(self, name: str, webhook_names: list[str]) -> None:
+        self.seed(
+            WEBHOOK_CONFIGS,
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": name, "uid": f"uid-{name}"},
+                "webhooks": [
+                    {
+                        "name": w,
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "clientConfig": {"service": {"name": "workload-tagger", "namespace": "workload-tagger"}},
+                    }
+                    for w in webhook_names
+                ],
+            },
+        )
+
+    def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.seed(
+            SECRETS,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": name, "namespace": namespace, "resourceVersion": self.next_rv(), "uid": "u"},
+                "data": data,
+            },
+        )
+
+
+class FakeKubeServer:
+    """Serves a FakeKube on 127.0.0.1 for the test's duration; `api_client()` talks to it."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+        self.url = ""
+
+    def __enter__(self) -> FakeKubeServer:
+        self.kube.__enter__()
+        self.url = self.kube.url
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kube.__exit__(*exc)
+
+    def api_client(self) -> k8s.ApiClient:
+        return self.kube.api_client()
+
+
+class FakeCluster(FakeAPI):
+    """Pods keyed ``namespace/name`` in key order, like etcd; faults are consumed one per request."""
+
+    def __init__(self, pods: list[dict[str, Any]]) -> None:
+        super().__init__(first_rv=1000)
+        for pod in pods:
+            self.seed(PODS, pod)
+
+    @property
+    def pods(self) -> dict[str, dict[str, Any]]:
+        """The stored Pods by ``namespace/name`` (the objects themselves, not copies)."""
+        with self.lock:
+            return {object_key(*name): pod for name, pod in self.resource(PODS).items()}
+
+    def delete(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        self.delete_object(PODS, namespace, name)
+
+    def touch(self, key: str, annotations: dict[str, str]) -> None:
+        """Someone else changes the Pod: merge annotations and bump its resourceVersion."""
+        with self.lock:
+            pod = self.pods[key]
+            pod["metadata"] = merge_patch(pod["metadata"], {"annotations": annotations})
+            pod["metadata"]["resourceVersion"] = self.next_rv()
+
+    def requests(self, kind: str) -> list[Recorded]:
+        """``LIST`` (GET of the collection), ``GET`` (of one Pod) or ``PATCH`` requests, in order."""
+        return [r for r in self.log if _kind(r) == kind]
+
+
+def _kind(request: Recorded) -> str:
+    if request.method == "GET":
+        return "LIST" if request.path.endswith("/pods") else "GET"
+    return request.method
+
+
+@contextmanager
+def serve(cluster: FakeCluster) -> Iterator[k8s.CoreV1Api]:
+    """Run the fake API on a loopback port in a thread; yield a real CoreV1Api pointed at it."""
+    with cluster:
+        conf = k8s.Configuration()
+        conf.host = cluster.url
+        api = kube_core_api(conf)
+        try:
+            yield api
+        finally:
+            api.api_client.close()
+
+
+CONFIGMAPS: GVR = ("", "v1", "configmaps")
+
+
+class FakeConfigMapAPI(FakeAPI):
+    """ConfigMaps with real resourceVersion semantics, plus knobs for failure modes."""
+
+    def __init__(
+        self,
+        list_delay_s: float = 0.0,
+        forbid: set[str] | None = None,  # verbs answered 403: get, list, watch, create, patch
+        drop_watch_after_events: int | None = None,  # next watch: drop the connection after N events
+        always_conflict: bool = False,
+    ) -> None:
+        super().__init__(first_rv=100)
+        self.list_delay_s = list_delay_s
+        self.forbid = set(forbid or ())
+        self.drop_watch_after_events = drop_watch_after_events
+        self.always_conflict = always_conflict
+        # lands just before the next write, merged into the ConfigMap's data
+        self.concurrent_write: tuple[str, str, dict[str, str]] | None = None
+        self.before_write = self._concurrent_write
+
+    def __enter__(self) -> FakeConfigMapAPI:
+        super().__enter__()
+        return self
+
+    @property
+    def seen(self) -> RequestLog:
+        return self.log
+
+    @property
+    def objects(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.resource(CONFIGMAPS)
+
+    def put(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create or replace the ConfigMap's data (what ``kubectl apply`` of a whole ConfigMap does)."""
+        obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}
+        self.save(CONFIGMAPS, {**obj, "data": dict(data)})
+
+    def remove(self, namespace: str, name: str) -> None:
+        self.delete_object(CONFIGMAPS, namespace, name)
+
+    def _concurrent_write(self, method: str, path: str) -> None:
+        """Somebody else's write, landing between the client's read and its write."""
+        if self.concurrent_write is not None:
+            (namespace, name, data), self.concurrent_write = self.concurrent_write, None
+            current = self.objects.get((namespace, name))
+            self.put(namespace, name, merge_patch((current or {}).get("data") or {}, data))

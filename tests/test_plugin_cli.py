@@ -1,6 +1,6 @@
 """``plugin create|list|delete`` with the real ``kubernetes`` client, reached through a kubeconfig.
 
-kmock 0.8 serves the round trip; the aiohttp fake (tests/sources_fakes.py) serves what kmock does
+kmock 0.8 serves the round trip; the aiohttp fake (tests/fakeapi.py) serves what kmock does
 not emulate: resourceVersion conflicts (409), races on creation, 403. Plugins are checked by the
 real Lua engine (``manage.engine_validator``), as ``plugin create`` does for the user.
 """
@@ -19,8 +19,7 @@ import kmock as kmock_lib
 import pytest
 from kubernetes.config import kube_config
 
-from tests.fakeapi import core_api, write_kubeconfig
-from tests.sources_fakes import FakeConfigMapAPI
+from tests.fakeapi import FakeConfigMapAPI, core_api, write_kubeconfig
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.kubeclient import api_client as kube_api_client

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fake_kube import FakeKube, FakeKubeServer
-from tests.fakeapi import write_kubeconfig
+from tests.fakeapi import FakeKube, FakeKubeServer, write_kubeconfig
 from webhook import recommend as rc
 from webhook.config import Config
 from webhook.errors import CLIError

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from tests.fake_kube import FakeKube, FakeKubeServer
+from tests.fakeapi import FakeKube, FakeKubeServer
 from webhook import selfcerts
 from webhook.certs import CA_VALIDITY, KeyPair, make_ca, make_leaf, san_names
 from webhook.selfcerts import SelfCertError, SelfCertSettings, ensure_serving_cert, pem

@@ -26,7 +26,7 @@ import kmock as kmock_lib
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.fakeapi import core_api
-from tests.sources_fakes import eventually
+from tests.recorders import eventually
 from webhook.mutate import PodMutator
 from webhook.patch import annotation_keys
 from webhook.plugins.registry import PluginLimits, PluginRegistry

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sources_fakes import RecordingObserver, RecordingSink, wait_for
+from tests.recorders import RecordingObserver, RecordingSink, wait_for
 from webhook.sources.directory import DirectorySource
 from webhook.sources.snapshot import read_plugin_dir
 
