@@ -1,4 +1,4 @@
-"""Throughput and memory of audit and backfill over the paginated fake API (tests/kubefake.py).
+"""Throughput and memory of audit and backfill over the paginated fake API (tests/fakeapi.py).
 
 Run by `make bench`, or alone: ``python -m bench.audit_bench [pods ...]``. The fake API
 and the client share one machine (and the GIL of one process), so the numbers are a floor for
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.kubefake import FakeCluster, serve
+from tests.fakeapi import FakeCluster, serve
 from tests.podgen import make_pods
 from webhook import audit, backfill
 from webhook.plugins import EMPTY

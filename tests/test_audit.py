@@ -1,4 +1,4 @@
-"""audit against the real kubernetes client and a paginated fake API (tests/kubefake.py)."""
+"""audit against the real kubernetes client and a paginated fake API (tests/fakeapi.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.kubefake import FakeCluster, Fault, serve, status_body
+from tests.fakeapi import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods
 from webhook import audit
 from webhook.config import Config

@@ -1,4 +1,4 @@
-"""backfill against the real kubernetes client and a paginated fake API (tests/kubefake.py)."""
+"""backfill against the real kubernetes client and a paginated fake API (tests/fakeapi.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.kubefake import FakeCluster, Fault, serve, status_body
+from tests.fakeapi import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods, wanted
 from webhook import audit, backfill
 from webhook.config import Config

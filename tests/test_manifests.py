@@ -28,6 +28,8 @@ CRD_KINDS = {
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
+
+
 # Settings the manifests set that webhook/config.py does not declare yet (the lead adds them).
 @functools.cache
 def build(target: str) -> tuple[dict[str, Any], ...]:
@@ -110,9 +112,7 @@ def test_webhook_configuration_is_safe() -> None:
     assert hook["matchPolicy"] == "Equivalent"
     assert hook["admissionReviewVersions"] == ["v1"]
     assert hook["namespaceSelector"] == {
-        "matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS, "kube-system"]}
-        ]
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NS, "kube-system"]}]
     }
     svc = hook["clientConfig"]["service"]
     service = one(objs, "Service", svc["name"])
@@ -168,10 +168,21 @@ def test_environment_matches_the_settings() -> None:
             assert name.removeprefix("WORKLOAD_TAGGER_").lower() in known, name
 
 
+EXAMPLE_PLUGIN = ROOT / "examples" / "plugins" / "opengauss.lua"
+
+
+def test_shipped_plugin_is_the_example_byte_for_byte() -> None:
+    """kustomize cannot read files outside its directory, so the example is copied; the copy must not drift."""
+    assert (MANIFESTS / "base/plugins/opengauss.lua").read_bytes() == EXAMPLE_PLUGIN.read_bytes()
+
+
 def test_plugin_configmap_holds_the_opengauss_example() -> None:
     cm = one(build("base"), "ConfigMap", "workload-tagger-plugins")
     assert list(cm["data"]) == ["opengauss.lua"]
-    assert cm["data"]["opengauss.lua"] == (MANIFESTS / "base/plugins/opengauss.lua").read_text()
+    assert cm["data"]["opengauss.lua"] == EXAMPLE_PLUGIN.read_text(encoding="utf-8")
+    for target in TARGETS:  # every build ships the same source
+        built = one(build(target), "ConfigMap", "workload-tagger-plugins")
+        assert built["data"] == {"opengauss.lua": EXAMPLE_PLUGIN.read_text(encoding="utf-8")}, target
     assert env(build("base"))[env_name("configmap_name")] == cm["metadata"]["name"]
 
 
@@ -198,7 +209,7 @@ io.write(a, "\\t", b)
                     }
                 ],
             },
-            "StatefulSet\togtest",
+            "statefulset\togtest",  # as DeepFlow's example writes it; the webhook canonicalises the type
         ),
         (
             {
@@ -277,33 +288,113 @@ VERB_OF_PREFIX = {
 }
 RESOURCE_OF_SUFFIX = {
     "namespaced_secret": ("", "secrets"),
+    "namespaced_config_map": ("", "configmaps"),
     "mutating_webhook_configuration": ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
 }
+SELFCERTS = ROOT / "webhook/selfcerts.py"
+CONFIGMAP_SOURCE = ROOT / "webhook/sources/configmap.py"
+PLUGIN_CLI = ROOT / "webhook/plugins/manage.py"  # runs with the operator's credentials, not the webhook's
+
+
+def _client_methods(tree: ast.AST) -> list[tuple[ast.Attribute, ast.Call | None]]:
+    """Every ``<verb>_<resource>`` client method the code names, with the call that uses it.
+
+    A method is used either called (``api.read_namespaced_secret(...)``) or handed over
+    (``partial(api.create_namespaced_config_map, ...)``, ``watch.stream(api.list_..., ...)``);
+    the call is the one whose function or argument it is.
+    """
+    found: list[tuple[ast.Attribute, ast.Call | None]] = []
+    used: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        for candidate in (node.func, *node.args):
+            if isinstance(candidate, ast.Attribute) and _resource_verb(candidate.attr) is not None:
+                found.append((candidate, node))
+                used.add(id(candidate))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in used and _resource_verb(node.attr) is not None:
+            found.append((node, None))
+    return found
+
+
+def _resource_verb(attr: str) -> tuple[tuple[str, str], str] | None:
+    prefix, _, suffix = attr.partition("_")
+    if prefix in VERB_OF_PREFIX and suffix in RESOURCE_OF_SUFFIX:
+        return RESOURCE_OF_SUFFIX[suffix], VERB_OF_PREFIX[prefix]
+    return None
+
+
+def _is_watch(method: ast.Attribute, call: ast.Call | None) -> bool:
+    """``watch.Watch().stream(api.list_x, ...)``: the list method used as a watch."""
+    return (
+        call is not None
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "stream"
+        and bool(call.args)
+        and call.args[0] is method
+    )
 
 
 def verbs_called_by(module: Path) -> dict[tuple[str, str], set[str]]:
-    """(apiGroup, resource) -> verbs, from the kubernetes client methods the module calls."""
+    """(apiGroup, resource) -> verbs, from the kubernetes client methods the module uses."""
     calls: dict[tuple[str, str], set[str]] = {}
-    for node in ast.walk(ast.parse(module.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            prefix, _, suffix = node.func.attr.partition("_")
-            if prefix in VERB_OF_PREFIX and suffix in RESOURCE_OF_SUFFIX:
-                calls.setdefault(RESOURCE_OF_SUFFIX[suffix], set()).add(VERB_OF_PREFIX[prefix])
+    for method, call in _client_methods(ast.parse(module.read_text())):
+        found = _resource_verb(method.attr)
+        assert found is not None
+        resource, verb = found
+        calls.setdefault(resource, set()).add("watch" if _is_watch(method, call) else verb)
     return calls
 
 
-def allowed_verbs() -> dict[tuple[str, str], set[str]]:
-    allowed = verbs_called_by(ROOT / "webhook/selfcerts.py")
-    # the ConfigMap plugin source: one get, then list+watch with fieldSelector metadata.name
-    allowed[("", "configmaps")] = {"get", "list", "watch"}
+def allowed_verbs(target: str) -> dict[tuple[str, str], set[str]]:
+    """What the webhook's own code uses in a build; the cert-manager overlay has no self-managed certs."""
+    modules = [CONFIGMAP_SOURCE] if target == "overlays/cert-manager" else [CONFIGMAP_SOURCE, SELFCERTS]
+    allowed: dict[tuple[str, str], set[str]] = {}
+    for module in modules:
+        for resource, verbs in verbs_called_by(module).items():
+            allowed.setdefault(resource, set()).update(verbs)
     return allowed
 
 
 def test_code_calls_what_the_selfcert_role_expects() -> None:
-    assert verbs_called_by(ROOT / "webhook/selfcerts.py") == {
+    assert verbs_called_by(SELFCERTS) == {
         ("", "secrets"): {"get", "create", "update"},
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): {"get", "patch"},
     }
+
+
+def test_verb_extraction_sees_calls_references_and_watches() -> None:
+    assert verbs_called_by(CONFIGMAP_SOURCE) == {("", "configmaps"): {"list", "watch"}}
+    assert verbs_called_by(PLUGIN_CLI) == {("", "configmaps"): {"get", "create", "patch"}}
+
+
+def test_configmap_list_and_watch_ask_for_the_one_name() -> None:
+    """A Role limited by resourceNames allows list/watch only with fieldSelector=metadata.name=<name>."""
+    uses = [(m, c) for m, c in _client_methods(ast.parse(CONFIGMAP_SOURCE.read_text())) if m.attr.startswith("list_")]
+    assert len(uses) == 2  # the list, and the watch
+    for method, call in uses:
+        assert call is not None, ast.unparse(method)
+        selector = {k.arg: k.value for k in call.keywords}.get("field_selector")
+        assert isinstance(selector, ast.JoinedStr), ast.unparse(call)
+        assert ast.unparse(selector) == "f'metadata.name={self._name}'", ast.unparse(call)
+
+
+def test_webhook_role_cannot_write_the_plugin_configmap() -> None:
+    """``plugin create|delete`` uses the operator's kubeconfig; its write verbs must not leak into the Role."""
+    cli_only = verbs_called_by(PLUGIN_CLI)[("", "configmaps")] - verbs_called_by(CONFIGMAP_SOURCE)[("", "configmaps")]
+    assert cli_only  # the CLI does write; otherwise this test would prove nothing
+    for target in TARGETS:
+        for role in (o for o in build(target) if o["kind"] in {"Role", "ClusterRole"}):
+            for rule in role["rules"]:
+                if "configmaps" in rule["resources"]:
+                    assert not set(rule["verbs"]) & (cli_only | {"update", "delete", "deletecollection"}), (
+                        target,
+                        role["metadata"]["name"],
+                    )
+    readme = (MANIFESTS / "README.md").read_text()
+    assert "operator's own credentials" in readme
+    assert all(f"`{verb}`" in readme for verb in sorted(verbs_called_by(PLUGIN_CLI)[("", "configmaps")]))
 
 
 def _walk(value: Any) -> list[Any]:
@@ -316,9 +407,16 @@ def _walk(value: Any) -> list[Any]:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_rbac_is_least_privilege(target: str) -> None:
-    allowed = allowed_verbs()
+    allowed = allowed_verbs(target)
     roles = [o for o in build(target) if o["kind"] in {"Role", "ClusterRole"}]
     assert roles
+    granted_all: dict[tuple[str, str], set[str]] = {}
+    for role in roles:
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted_all.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted_all == allowed  # every verb the code uses is granted, and nothing more
     for role in roles:
         assert "*" not in _walk(role), role["metadata"]["name"]
         for rule in role["rules"]:
@@ -351,9 +449,7 @@ def test_bindings_point_at_the_service_account() -> None:
     sa = one(objs, "ServiceAccount")
     assert one(objs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
     for binding in (o for o in objs if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NS}
-        ]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NS}]
         one(objs, binding["roleRef"]["kind"], binding["roleRef"]["name"])
 
 

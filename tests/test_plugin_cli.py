@@ -1,8 +1,8 @@
 """``plugin create|list|delete`` with the real ``kubernetes`` client, reached through a kubeconfig.
 
-kmock 0.8 serves the round trip; the aiohttp fake (tests/sources_fakes.py) serves what kmock does
-not emulate: resourceVersion conflicts (409), races on creation, 403. The validator is a fake
-that rejects sources without GetWorkloadTypeAndName until the Lua engine is merged.
+kmock 0.8 serves the round trip; the aiohttp fake (tests/fakeapi.py) serves what kmock does
+not emulate: resourceVersion conflicts (409), races on creation, 403. Plugins are checked by the
+real Lua engine (``manage.engine_validator``), as ``plugin create`` does for the user.
 """
 
 from __future__ import annotations
@@ -19,17 +19,24 @@ import kmock as kmock_lib
 import pytest
 from kubernetes.config import kube_config
 
-from tests.sources_fakes import FakeConfigMapAPI, core_api, fake_validator, write_kubeconfig
+from tests.fakeapi import FakeConfigMapAPI, core_api, write_kubeconfig
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.kubeclient import api_client as kube_api_client
 from webhook.plugins import manage
+from webhook.plugins.registry import PluginLoadError
 
 NS, NAME = "tagger", "workload-tagger-plugins"
 HELLO = 'function GetWorkloadTypeAndName(m) return "Deployment", "hello" end\n'
 HELLO2 = 'function GetWorkloadTypeAndName(m) return "StatefulSet", "hello" end\n'
 BYE = 'function GetWorkloadTypeAndName(m) return "", "" end\n'
-BROKEN = "return 42\n"
+BROKEN = "return 42\n"  # compiles, but never defines the entry function
+SYNTAX = 'function GetWorkloadTypeAndName(m)\n  return "Deployment" "x"\nend\n'
+FAILS = 'function GetWorkloadTypeAndName(m)\n  local owner = nil\n  return owner.kind, ""\nend\n'
+# About 3 Lua 5.1 instructions per iteration: 60k iterations need ~180k instructions.
+LOOPS = 'function GetWorkloadTypeAndName(m)\n  local n = 0\n  for i = 1, 60000 do n = n + i end\n  return "", ""\nend\n'
+# Builds a ~4 MiB string: fits a 16 MiB cap, not a 2 MiB one.
+ALLOCATES = 'function GetWorkloadTypeAndName(m)\n  local s = string.rep("x", 4 * 1024 * 1024)\n  return "", ""\nend\n'
 
 
 def parse(command: str, argv: list[str]) -> argparse.Namespace:
@@ -52,12 +59,12 @@ def plugin_file(tmp_path: Path, name: str, source: str) -> str:
 def create(config: Config, tmp_path: Path, name: str, source: str, *extra: str) -> int:
     image = plugin_file(tmp_path, name, source)
     args = parse("create", ["--type", "lua", "--image", image, "--name", name, *extra])
-    return manage.run_create(args, config, validate=fake_validator)
+    return manage.run_create(args, config)
 
 
 def list_json(config: Config, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     capsys.readouterr()
-    assert manage.run_list(parse("list", ["--format", "json"]), config, validate=fake_validator) == 0
+    assert manage.run_list(parse("list", ["--format", "json"]), config) == 0
     result: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
     return result
 
@@ -94,11 +101,11 @@ async def test_create_list_delete_round_trip(
 
         assert list_json(config, capsys) == [
             {"name": "broken", "size": len(BROKEN), "sha256": sha(BROKEN), "loads": False,
-             "error": "plugin broken does not define GetWorkloadTypeAndName"},
+             "error": "does not define the global function GetWorkloadTypeAndName(metaJsonStr)"},
             {"name": "bye", "size": len(BYE), "sha256": sha(BYE), "loads": True, "error": ""},
             {"name": "hello", "size": len(HELLO2), "sha256": sha(HELLO2), "loads": True, "error": ""},
         ]  # fmt: skip
-        assert manage.run_list(parse("list", []), config, validate=fake_validator) == 0
+        assert manage.run_list(parse("list", []), config) == 0
         table = capsys.readouterr().out.splitlines()
         assert table[0].split() == ["NAME", "SIZE", "SHA256", "LOADS", "ERROR"]
         assert table[2].split() == ["bye", str(len(BYE)), sha(BYE), "yes"]
@@ -122,18 +129,27 @@ async def test_create_list_delete_round_trip(
 def test_create_validates_before_touching_the_cluster(tmp_path: Path) -> None:
     with FakeConfigMapAPI() as fake:
         config = config_for(fake.url, tmp_path)
-        with pytest.raises(CLIError, match=r"plugin broken rejected: .*GetWorkloadTypeAndName"):
-            create(config, tmp_path, "broken", BROKEN)
+        rejected = {
+            "broken": "plugin broken rejected: does not define the global function GetWorkloadTypeAndName(metaJsonStr)",
+            "syntax": "plugin syntax rejected: syntax.lua:2: 'end' expected (to close 'function' at line 1) "
+            "near '\"x\"'",
+            "fails": "plugin fails rejected: error on the sample Pod: fails.lua:3: "
+            "attempt to index local 'owner' (a nil value)",
+        }
+        for name, source in (("broken", BROKEN), ("syntax", SYNTAX), ("fails", FAILS)):
+            with pytest.raises(CLIError) as caught:
+                create(config, tmp_path, name, source)
+            assert str(caught.value) == rejected[name]
         with pytest.raises(CLIError, match="unsupported plugin type 'wasm': only lua is supported"):
             create(config, tmp_path, "hello", HELLO, "--type", "wasm")
         image = plugin_file(tmp_path, "hello", HELLO)
         for bad in ("bad/name", "-dash", "", "a" * 250):
             args = parse("create", ["--image", image, f"--name={bad}"])
             with pytest.raises(CLIError, match="invalid plugin name"):
-                manage.run_create(args, config, validate=fake_validator)
+                manage.run_create(args, config)
         args = parse("create", ["--image", str(tmp_path / "missing.lua"), "--name", "x"])
         with pytest.raises(CLIError, match=r"cannot read plugin file .*missing\.lua"):
-            manage.run_create(args, config, validate=fake_validator)
+            manage.run_create(args, config)
         assert fake.seen == []
 
 
@@ -141,9 +157,7 @@ def test_name_may_carry_the_lua_suffix(tmp_path: Path, capsys: pytest.CaptureFix
     with FakeConfigMapAPI() as fake:
         config = config_for(fake.url, tmp_path)
         image = plugin_file(tmp_path, "x", HELLO)
-        manage.run_create(
-            parse("create", ["--image", image, "--name", "hello.lua"]), config, validate=fake_validator
-        )
+        manage.run_create(parse("create", ["--image", image, "--name", "hello.lua"]), config)
         assert fake.objects[(NS, NAME)]["data"] == {"hello.lua": HELLO}
 
 
@@ -180,9 +194,7 @@ def test_endless_conflicts_give_up_with_one_line(tmp_path: Path) -> None:
     with FakeConfigMapAPI(always_conflict=True) as fake:
         fake.put(NS, NAME, {"other.lua": BYE})
         config = config_for(fake.url, tmp_path)
-        with pytest.raises(
-            CLIError, match=f"configmap {NS}/{NAME} kept changing under us \\(409 Conflict 5 times\\)"
-        ):
+        with pytest.raises(CLIError, match=f"configmap {NS}/{NAME} kept changing under us \\(409 Conflict 5 times\\)"):
             create(config, tmp_path, "hello", HELLO)
         assert [s.status for s in fake.seen if s.method == "PATCH"] == [409] * 5
 
@@ -196,9 +208,7 @@ def test_endless_conflicts_give_up_with_one_line(tmp_path: Path) -> None:
         ("patch", "delete", "patch"),
     ],
 )
-def test_forbidden_names_verb_resource_and_namespace(
-    tmp_path: Path, forbid: str, command: str, verb: str
-) -> None:
+def test_forbidden_names_verb_resource_and_namespace(tmp_path: Path, forbid: str, command: str, verb: str) -> None:
     with FakeConfigMapAPI(forbid={forbid}) as fake:
         if forbid != "create":
             fake.put(NS, NAME, {"hello.lua": HELLO})
@@ -209,11 +219,9 @@ def test_forbidden_names_verb_resource_and_namespace(
             elif command == "delete":
                 manage.run_delete(parse("delete", ["hello"]), config)
             else:
-                manage.run_list(parse("list", []), config, validate=fake_validator)
+                manage.run_list(parse("list", []), config)
         message = str(caught.value)
-        assert message.startswith(
-            f"forbidden: cannot {verb} configmaps in namespace {NS} (configmap {NS}/{NAME}): "
-        )
+        assert message.startswith(f"forbidden: cannot {verb} configmaps in namespace {NS} (configmap {NS}/{NAME}): ")
         assert f'User "test" cannot {verb} resource "configmaps"' in message
         assert "\n" not in message
 
@@ -221,9 +229,7 @@ def test_forbidden_names_verb_resource_and_namespace(
 def test_delete_from_a_missing_configmap_is_not_found(tmp_path: Path) -> None:
     with FakeConfigMapAPI() as fake:
         config = config_for(fake.url, tmp_path)
-        with pytest.raises(
-            CLIError, match=f"not found: configmap {NS}/{NAME} does not exist, so there is no plugin x"
-        ):
+        with pytest.raises(CLIError, match=f"not found: configmap {NS}/{NAME} does not exist, so there is no plugin x"):
             manage.run_delete(parse("delete", ["x"]), config)
 
 
@@ -236,7 +242,7 @@ def test_list_of_a_missing_configmap_is_empty(tmp_path: Path, capsys: pytest.Cap
 def test_no_cluster_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = Config(kubeconfig=str(tmp_path / "nope"), configmap_namespace=NS)
     with pytest.raises(CLIError, match=r"^cannot reach a cluster: kubeconfig .*nope: "):
-        manage.run_list(parse("list", []), missing, validate=fake_validator)
+        manage.run_list(parse("list", []), missing)
 
     # Neither in-cluster nor a default kubeconfig (this machine's own ~/.kube/config is kept out).
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
@@ -250,30 +256,40 @@ def test_no_cluster_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monkey
         port = sock.getsockname()[1]
     closed = config_for(f"http://127.0.0.1:{port}", tmp_path)
     expected = (
-        f"cannot reach a cluster at http://127.0.0.1:{port}: Connection refused"
-        f" (trying to get configmap {NS}/{NAME})"
+        f"cannot reach a cluster at http://127.0.0.1:{port}: Connection refused (trying to get configmap {NS}/{NAME})"
     )
     with pytest.raises(CLIError) as caught:
-        manage.run_list(parse("list", []), closed, validate=fake_validator)
+        manage.run_list(parse("list", []), closed)
     assert str(caught.value) == expected
 
 
-def test_engine_validator_uses_the_configured_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the engine is merged the real validator cannot be imported; check what it would be given."""
-    import sys
-    import types
+def test_engine_validator_uses_the_configured_limits() -> None:
+    roomy = manage.engine_validator(Config(plugin_instructions=1_000_000, plugin_memory_mb=16))
+    roomy("loops", LOOPS)
+    roomy("allocates", ALLOCATES)
 
-    calls: list[tuple[str, str, Any]] = []
+    with pytest.raises(
+        PluginLoadError, match=r"'loops' rejected: budget on the sample Pod: instruction budget exceeded"
+    ):
+        manage.engine_validator(Config(plugin_instructions=20_000))("loops", LOOPS)
+    with pytest.raises(PluginLoadError, match=r"'allocates' rejected: memory on the sample Pod: memory cap exceeded"):
+        manage.engine_validator(Config(plugin_memory_mb=2))("allocates", ALLOCATES)
 
-    class Limits:
-        def __init__(self, instructions: int, memory_bytes: int) -> None:
-            self.instructions, self.memory_bytes = instructions, memory_bytes
 
-    registry = types.ModuleType("webhook.plugins.registry")
-    registry.PluginLimits = Limits  # type: ignore[attr-defined]
-    registry.validate_plugin = lambda name, source, limits: calls.append((name, source, limits))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "webhook.plugins.registry", registry)
-    manage.engine_validator(Config(plugin_instructions=1234, plugin_memory_mb=3))("hello", HELLO)
-    assert [(n, s, lim.instructions, lim.memory_bytes) for n, s, lim in calls] == [
-        ("hello", HELLO, 1234, 3 << 20)
-    ]
+def test_list_shows_why_a_stored_plugin_does_not_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeConfigMapAPI() as fake:
+        fake.put(NS, NAME, {"hello.lua": HELLO, "syntax.lua": SYNTAX, "fails.lua": FAILS, "loops.lua": LOOPS})
+        config = config_for(fake.url, tmp_path)
+        errors = {p["name"]: (p["loads"], p["error"]) for p in list_json(config, capsys)}
+        assert errors == {
+            "fails": (False, "error on the sample Pod: fails.lua:3: attempt to index local 'owner' (a nil value)"),
+            "hello": (True, ""),
+            "loops": (True, ""),
+            "syntax": (False, "syntax.lua:2: 'end' expected (to close 'function' at line 1) near '\"x\"'"),
+        }
+        tight = Config(
+            kubeconfig=config.kubeconfig, configmap_namespace=NS, configmap_name=NAME, plugin_instructions=20_000
+        )
+        assert {p["name"]: p["error"] for p in list_json(tight, capsys)}["loops"] == (
+            "budget on the sample Pod: instruction budget exceeded"
+        )

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from webhook.plugins.registry import (
     PluginLimits,
     PluginLoadError,
     PluginRegistry,
-    read_plugin_dir,
     validate_plugin,
 )
 from webhook.resolver import Resolver, ResolverSettings
@@ -141,14 +139,6 @@ def test_validate_plugin_runs_a_sample_pod() -> None:
         validate_plugin("loops", "function GetWorkloadTypeAndName(s) while true do end end", LIMITS, META)
     with pytest.raises(PluginLoadError, match=r"'bad'.*bad.lua:2:"):
         validate_plugin("bad", BROKEN, LIMITS)
-
-
-def test_read_plugin_dir(tmp_path: Path) -> None:
-    (tmp_path / "b.lua").write_text("-- b")
-    (tmp_path / "a.lua").write_text("-- a")
-    (tmp_path / "notes.txt").write_text("ignored")
-    (tmp_path / "dir.lua").mkdir()
-    assert read_plugin_dir(tmp_path) == {"a": "-- a", "b": "-- b"}
 
 
 def test_resolver_uses_plugin_answers_and_names_the_plugin() -> None:

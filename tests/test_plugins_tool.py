@@ -106,3 +106,6 @@ def test_plugin_set_from_dir(tmp_path: Path) -> None:
         plugin_set_from_dir(str(tmp_path), PluginLimits())
     with pytest.raises(CLIError, match="does not exist"):
         plugin_set_from_dir(str(tmp_path / "nope"), PluginLimits())
+    (tmp_path / "zbad.lua").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(CLIError, match=f"^cannot read plugins from {tmp_path}: 'utf-8' codec can't decode"):
+        plugin_set_from_dir(str(tmp_path), PluginLimits())

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fake_kube import FakeKube, FakeKubeServer
+from tests.fakeapi import FakeKube, FakeKubeServer, write_kubeconfig
 from webhook import recommend as rc
 from webhook.config import Config
 from webhook.errors import CLIError
@@ -137,41 +137,29 @@ def test_cli_bad_file_is_one_clear_line(tmp_path: Path) -> None:
         rc.run(args(file=str(tmp_path / "missing.json")), Config())
 
 
-def _kubeconfig(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "fake",
-                "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                "users": [{"name": "fake", "user": {"token": "t"}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-            }
-        )
-    )
-    return path
-
-
 def test_live_cluster_pages_pods_and_asks_discovery(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kube = FakeKube()
-    kube.pods = json.loads(MIXED.read_text())["items"] * 300  # 2400 Pods: five pages of 500
+    items = json.loads(MIXED.read_text())["items"]
+    kube.pods = [  # 2400 distinct Pods: five pages of 500
+        {**pod, "metadata": {**pod["metadata"], "name": f"{pod['metadata']['name']}-{i}"}}
+        for i in range(300)
+        for pod in items
+    ]
     kube.api_groups = ["apps", "route.openshift.io"]
     with FakeKubeServer(kube) as srv:
-        config = Config(kubeconfig=str(_kubeconfig(tmp_path, srv.url)))
+        config = Config(kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", srv.url)))
         assert rc.run(args(format="json"), config) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["scannedPods"] == 2400
     assert doc["podsPerPlatform"] == {"OpenShift": 300, "OpenKruise": 900, "OpenGauss": 300}
     assert doc["detectedBy"]["OpenShift"][0] == "API group route.openshift.io is served"
-    assert sum(1 for m, p, _ in kube.requests if p == "/api/v1/pods") == 5
+    assert sum(1 for r in kube.requests if r.path == "/api/v1/pods") == 5
 
 
 def test_live_cluster_unreachable_is_one_clear_line(tmp_path: Path) -> None:
-    config = Config(kubeconfig=str(_kubeconfig(tmp_path, "http://127.0.0.1:9")))
+    config = Config(kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")))
     with pytest.raises(CLIError, match="cannot read Pods from the cluster"):
         rc.run(args(), config)
     with pytest.raises(CLIError, match="cannot reach a cluster"):

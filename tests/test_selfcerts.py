@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from tests.fake_kube import FakeKube, FakeKubeServer
+from tests.fakeapi import FakeKube, FakeKubeServer
 from webhook import selfcerts
 from webhook.certs import CA_VALIDITY, KeyPair, make_ca, make_leaf, san_names
 from webhook.selfcerts import SelfCertError, SelfCertSettings, ensure_serving_cert, pem
@@ -74,7 +74,7 @@ def trusted_by_apiserver(kube: FakeKube, cert_file: str) -> bool:
 
 
 def methods(kube: FakeKube, method: str) -> int:
-    return sum(1 for m, _, _ in kube.requests if m == method)
+    return sum(1 for r in kube.requests if r.method == method)
 
 
 def test_first_start_creates_ca_publishes_bundle_and_writes_leaf(
@@ -100,7 +100,7 @@ def test_first_start_creates_ca_publishes_bundle_and_writes_leaf(
         "PATCH",
         f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{MWC}",
         "application/strategic-merge-patch+json",
-    ) in kube.requests
+    ) in [(r.method, r.path, r.content_type) for r in kube.requests]
 
 
 def test_second_call_is_a_no_op(kube: FakeKube, server: FakeKubeServer, tmp_path: Path) -> None:

@@ -1,11 +1,17 @@
 """Admission reviews served while the plugin ConfigMap changes underneath: each answer comes from
 the old set or the new set, never from a mix; ``/readyz`` waits for the first sync.
 
-The registry here is a stand-in (``ToyRegistry``: a reference swap, answers read from the
-``return "T", "N"`` line) because the Lua engine is built in another branch; after the merge
-this test must use the real registry (webhook.plugins.registry) and real Lua plugins.
-The two sets are built so that any mix of them answers nothing at all: a source that applied
-keys one by one, or a registry that swapped plugin by plugin, would be caught.
+The real registry (webhook.plugins.registry) compiles real Lua plugins. With first-answer-wins
+no pair of independent plugins can make *every* mix visible, so the sets are built so that every
+key-by-key path between them passes through a visible mix, whichever order the keys are taken in:
+
+- old set: ``p`` answers StatefulSet/old; ``q`` does not exist;
+- new set: ``p`` answers nothing; ``q`` answers DaemonSet/new.
+
+Old -> new with ``p`` changed before ``q`` is added leaves no answer at all; new -> old with ``q``
+removed before ``p`` changes does the same. The test flips both ways, so a source that applied
+keys one by one, or a registry that swapped plugin by plugin, would leave an unpatched Pod. Every
+response must carry exactly one of the two whole answers, including which plugin gave it.
 """
 
 from __future__ import annotations
@@ -13,61 +19,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jsonpatch
 import kmock as kmock_lib
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.sources_fakes import core_api, eventually
+from tests.fakeapi import core_api
+from tests.recorders import eventually
 from webhook.mutate import PodMutator
-from webhook.plugins import PluginAnswer
+from webhook.patch import annotation_keys
+from webhook.plugins.registry import PluginLimits, PluginRegistry
 from webhook.resolver import Resolver
 from webhook.server import Readiness, build_app
 from webhook.sources.backoff import Backoff
 from webhook.sources.configmap import ConfigMapSource
 
 NS, NAME = "tagger", "workload-tagger-plugins"
-NAME_KEY = "workload-tagger.io/workload-name"
-RETURN = re.compile(r'return\s+"([^"]*)"\s*,\s*"([^"]*)"')
+TYPE_KEY, NAME_KEY, _, BY_KEY = annotation_keys("workload-tagger.io/")
 
-
-def plugin(wtype: str, wname: str) -> str:
-    return f'function GetWorkloadTypeAndName(metaJsonStr)\n  return "{wtype}", "{wname}"\nend\n'
-
-
-# Old set: p1 is silent, p2 answers A.  New set: p1 answers B, p2 is silent.
-# Mixed (p1 old + p2 new): nothing answers.  Mixed the other way: B from p1 only if p1 is new.
-SET_A = {"p1.lua": plugin("", ""), "p2.lua": plugin("Deployment", "set-a")}
-SET_B = {"p1.lua": plugin("Deployment", "set-b"), "p2.lua": plugin("", "")}
-
-
-class ToyPluginSet:
-    def __init__(self, sources: Mapping[str, str]) -> None:
-        self.names = tuple(sorted(sources))
-        self._answers = {}
-        for name in self.names:
-            found = RETURN.search(sources[name])
-            self._answers[name] = found.groups() if found else ("", "")
-
-    def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
-        for name in self.names:
-            wtype, wname = self._answers[name]
-            if wtype and wname:
-                yield PluginAnswer(name, wtype, wname)
-
-
-class ToyRegistry:
-    def __init__(self) -> None:
-        self._current = ToyPluginSet({})
-
-    def apply(self, sources: Mapping[str, str], *, origin: str) -> None:
-        self._current = ToyPluginSet(sources)  # one reference assignment: the swap is atomic
-
-    def current(self) -> ToyPluginSet:
-        return self._current
+# A DeepFlow-style plugin: decodes the metadata with dkjson and answers for Pods of namespace "default".
+PLUGIN = """package.path = package.path..";/bin/?.lua"
+local dkjson = require("dkjson")
+function GetWorkloadTypeAndName(metaJsonStr)
+  local meta = dkjson.decode(metaJsonStr)
+  if meta.namespace ~= "default" then return "", "" end
+  return "{type}", "{name}"
+end
+"""
+SILENT = 'function GetWorkloadTypeAndName(metaJsonStr)\n  return "", ""\nend\n'
+OLD_SET: dict[str, str | None] = {"p.lua": PLUGIN.format(type="StatefulSet", name="old"), "q.lua": None}
+NEW_SET: dict[str, str | None] = {"p.lua": SILENT, "q.lua": PLUGIN.format(type="DaemonSet", name="new")}
+OLD = ("StatefulSet", "old", "plugin:p")
+NEW = ("DaemonSet", "new", "plugin:q")
 
 
 def review(uid: int) -> dict[str, Any]:
@@ -86,29 +70,31 @@ def review(uid: int) -> dict[str, Any]:
     }
 
 
-def workload_name(request: dict[str, Any], answer: dict[str, Any]) -> str | None:
+def workload(request: dict[str, Any], answer: dict[str, Any]) -> tuple[str, ...] | None:
+    """(type, name, resolved-by) written by the patch, ``None`` when the Pod was left alone."""
     response = answer["response"]
     assert response["allowed"] is True
     if "patch" not in response:
         return None
     ops = json.loads(base64.b64decode(response["patch"]))
     pod = jsonpatch.apply_patch(request["request"]["object"], ops)
-    name: str | None = pod["metadata"].get("annotations", {}).get(NAME_KEY)
-    return name
+    annotations = pod["metadata"].get("annotations", {})
+    return tuple(annotations.get(key) for key in (TYPE_KEY, NAME_KEY, BY_KEY))
 
 
 async def test_every_answer_comes_from_one_whole_set(kmock: kmock_lib.KubernetesEmulator) -> None:
     kmock.resources["v1/configmaps"] = {}
     api = core_api(str(kmock.url))
-    body = {"metadata": {"name": NAME, "namespace": NS, "resourceVersion": "1"}, "data": SET_A}
+    old_data = {k: v for k, v in OLD_SET.items() if v is not None}
+    body = {"metadata": {"name": NAME, "namespace": NS, "resourceVersion": "1"}, "data": old_data}
     await asyncio.to_thread(api.create_namespaced_config_map, NS, body, _request_timeout=2)
 
-    registry = ToyRegistry()
+    registry = PluginRegistry(PluginLimits())
     source = ConfigMapSource(
         api, NS, NAME, registry, backoff=Backoff(0.05, 0.2), watch_timeout_s=1, request_timeout_s=1.0
     )
     readiness = Readiness(certs_loaded=True, plugins_synced=source.synced)
-    app = build_app(PodMutator(Resolver(), registry.current), readiness, max_body_bytes=1 << 20)
+    app = build_app(PodMutator(Resolver(), lambda: registry.current), readiness, max_body_bytes=1 << 20)
     async with TestClient(TestServer(app, host="127.0.0.1")) as http:
         ready = await http.get("/readyz")
         assert ready.status == 503 and "plugin source not synced yet" in await ready.text()
@@ -117,7 +103,7 @@ async def test_every_answer_comes_from_one_whole_set(kmock: kmock_lib.Kubernetes
             await eventually(source.synced, what="first sync")
             assert (await http.get("/readyz")).status == 200
 
-            seen: list[str | None] = []
+            seen: list[tuple[str, ...] | None] = []
             flipping = True
 
             async def admit() -> None:
@@ -126,22 +112,22 @@ async def test_every_answer_comes_from_one_whole_set(kmock: kmock_lib.Kubernetes
                     uid += 1
                     request = review(uid)
                     answer = await (await http.post("/mutate", json=request)).json()
-                    seen.append(workload_name(request, answer))
+                    seen.append(workload(request, answer))
 
             clients = [asyncio.create_task(admit()) for _ in range(4)]
             for flip in range(12):
-                data = SET_B if flip % 2 == 0 else SET_A
+                data = NEW_SET if flip % 2 == 0 else OLD_SET
                 patch = {"data": data}
                 await asyncio.to_thread(api.patch_namespaced_config_map, NAME, NS, patch, _request_timeout=2)
                 await asyncio.sleep(0.05)
             flipping = False
             await asyncio.gather(*clients)
             assert len(seen) > 50
-            assert set(seen) == {"set-a", "set-b"}  # both sets served, and nothing else: no mix, no gap
+            assert set(seen) == {OLD, NEW}  # both sets served, and nothing else: no mix, no gap
             # The last change (back to the old set) wins once it has arrived.
             for uid in range(1000, 1100):
                 request = review(uid)
-                if workload_name(request, await (await http.post("/mutate", json=request)).json()) == "set-a":
+                if workload(request, await (await http.post("/mutate", json=request)).json()) == OLD:
                     break
                 await asyncio.sleep(0.05)
             else:

@@ -1,5 +1,5 @@
 """ConfigMapSource against the real ``kubernetes`` client: kmock 0.8 for list/watch/410, and a small
-aiohttp fake (tests/sources_fakes.py) for what kmock cannot express (timeouts honoured, bookmarks,
+aiohttp fake (tests/fakeapi.py) for what kmock cannot express (timeouts honoured, bookmarks,
 dropped connections, slow answers, 403)."""
 
 from __future__ import annotations
@@ -11,14 +11,8 @@ from typing import Any
 
 import kmock as kmock_lib
 
-from tests.sources_fakes import (
-    FakeConfigMapAPI,
-    RecordingObserver,
-    RecordingSink,
-    core_api,
-    eventually,
-    wait_for,
-)
+from tests.fakeapi import FakeConfigMapAPI, core_api
+from tests.recorders import RecordingObserver, RecordingSink, eventually, wait_for
 from webhook.sources.backoff import Backoff
 from webhook.sources.configmap import ConfigMapSource
 

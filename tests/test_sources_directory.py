@@ -7,8 +7,11 @@ import threading
 import time
 from pathlib import Path
 
-from tests.sources_fakes import RecordingObserver, RecordingSink, wait_for
-from webhook.sources.directory import DirectorySource, read_plugin_dir
+import pytest
+
+from tests.recorders import RecordingObserver, RecordingSink, wait_for
+from webhook.sources.directory import DirectorySource
+from webhook.sources.snapshot import read_plugin_dir
 
 HELLO = 'function GetWorkloadTypeAndName(m) return "Deployment", "hello" end'
 BYE = 'function GetWorkloadTypeAndName(m) return "", "" end'
@@ -28,13 +31,19 @@ def test_read_plugin_dir_takes_lua_files_only(tmp_path: Path) -> None:
     (tmp_path / ".hidden.lua").write_text(BYE)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "deep.lua").write_text(BYE)
-    assert read_plugin_dir(tmp_path) == {"hello": HELLO}
+    (tmp_path / "dir.lua").mkdir()  # a directory with a plugin's name is not a plugin
+    (tmp_path / "b.lua").write_text(BYE)
+    assert read_plugin_dir(tmp_path) == {"b": BYE, "hello": HELLO}
+    assert list(read_plugin_dir(tmp_path)) == ["b", "hello"]
 
 
 def test_unreadable_file_keeps_its_previous_version(tmp_path: Path) -> None:
     (tmp_path / "hello.lua").write_bytes(b"\xff\xfe not utf-8")
     assert read_plugin_dir(tmp_path) == {}
     assert read_plugin_dir(tmp_path, previous={"hello": HELLO}) == {"hello": HELLO}
+    # Offline commands read strictly: an unreadable plugin is an error, not a silent gap.
+    with pytest.raises(UnicodeDecodeError):
+        read_plugin_dir(tmp_path, previous={"hello": HELLO}, strict=True)
 
 
 def test_create_modify_delete_files(tmp_path: Path) -> None:

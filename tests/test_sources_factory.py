@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sources_fakes import FakeConfigMapAPI, RecordingObserver, RecordingSink, wait_for, write_kubeconfig
+from tests.fakeapi import FakeConfigMapAPI, write_kubeconfig
+from tests.recorders import RecordingObserver, RecordingSink, wait_for
 from webhook.config import Config
 from webhook.kubeclient import api_client as kube_api_client
 from webhook.sources.configmap import ConfigMapSource

@@ -20,6 +20,7 @@ from typing import Any
 
 from webhook.config import Config
 from webhook.errors import CLIError
+from webhook.plugins.registry import PluginLimits, validate_plugin
 from webhook.sources.snapshot import SUFFIX, plugin_key, plugins_from_data
 
 Validator = Callable[[str, str], None]
@@ -59,9 +60,7 @@ class Target:
 
 
 def add_create_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--type", default="lua", help="plugin type; only lua is supported (deepflow-ctl compatible)"
-    )
+    p.add_argument("--type", default="lua", help="plugin type; only lua is supported (deepflow-ctl compatible)")
     p.add_argument("--image", required=True, metavar="FILE", help="the plugin's Lua source file")
     p.add_argument("--name", required=True, help="plugin name (the ConfigMap key is NAME.lua)")
 
@@ -77,18 +76,18 @@ def add_delete_arguments(p: argparse.ArgumentParser) -> None:
 # --- commands -----------------------------------------------------------------------------
 
 
-def run_create(args: argparse.Namespace, config: Config, *, validate: Validator | None = None) -> int:
+def run_create(args: argparse.Namespace, config: Config) -> int:
     if str(args.type).lower() != "lua":
         raise CLIError(f"unsupported plugin type {args.type!r}: only lua is supported")
     name = plugin_name(args.name)
     source = _read_source(args.image)
-    outcome = create_plugin(_target(config), name, source, validate or engine_validator(config))
+    outcome = create_plugin(_target(config), name, source, engine_validator(config))
     print(f"plugin {name} {outcome} in {_where(config)}")
     return 0
 
 
-def run_list(args: argparse.Namespace, config: Config, *, validate: Validator | None = None) -> int:
-    plugins = list_plugins(_target(config), validate or engine_validator(config))
+def run_list(args: argparse.Namespace, config: Config) -> int:
+    plugins = list_plugins(_target(config), engine_validator(config))
     if getattr(args, "format", "table") == "json":
         print(json.dumps([asdict(p) for p in plugins], indent=2))
     else:
@@ -103,18 +102,13 @@ def run_delete(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-# --- core (testable without argparse or a real engine) ------------------------------------
+# --- core (testable without argparse) -------------------------------------------------
 
 
 def engine_validator(config: Config) -> Validator:
     """The webhook's own check: compile in the sandbox, require the function, run once on a sample Pod."""
 
     def validate(name: str, source: str) -> None:
-        from webhook.plugins.registry import (  # type: ignore[import-not-found,unused-ignore]
-            PluginLimits,
-            validate_plugin,
-        )
-
         limits = PluginLimits(
             instructions=config.plugin_instructions, memory_bytes=config.plugin_memory_mb * 1024 * 1024
         )
@@ -130,16 +124,12 @@ def plugin_name(raw: str) -> str:
     return name
 
 
-def create_plugin(
-    target: Target, name: str, source: str, validate: Validator, attempts: int = ATTEMPTS
-) -> str:
+def create_plugin(target: Target, name: str, source: str, validate: Validator, attempts: int = ATTEMPTS) -> str:
     """Validate, then create the ConfigMap or set its key; returns created/added/updated/unchanged."""
     try:
         validate(name, source)
-    except ImportError:
-        raise  # our own packaging fault, not the plugin's
     except Exception as exc:
-        raise CLIError(f"plugin {name} rejected: {_one_line(exc)}") from None
+        raise CLIError(f"plugin {name} rejected: {_reason(exc)}") from None
     key = plugin_key(name)
     for _ in range(attempts):
         current = _read(target, "get")
@@ -197,10 +187,8 @@ def list_plugins(target: Target, validate: Validator) -> list[PluginInfo]:
         try:
             validate(name, source)
             loads, error = True, ""
-        except ImportError:
-            raise
         except Exception as exc:
-            loads, error = False, _one_line(exc)
+            loads, error = False, _reason(exc)
         raw = source.encode()
         infos.append(PluginInfo(name, len(raw), hashlib.sha256(raw).hexdigest(), loads, error))
     return infos
@@ -211,8 +199,7 @@ def format_table(plugins: list[PluginInfo]) -> str:
     rows += [(p.name, str(p.size), p.sha256, "yes" if p.loads else "no", p.error) for p in plugins]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
-        for row in rows
+        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip() for row in rows
     )
 
 
@@ -244,9 +231,7 @@ def _read_source(path: str) -> str:
 def _read(target: Target, verb: str) -> Any:
     """The ConfigMap, or ``None`` when it does not exist."""
     try:
-        return target.api.read_namespaced_config_map(
-            target.name, target.namespace, _request_timeout=REQUEST_TIMEOUT_S
-        )
+        return target.api.read_namespaced_config_map(target.name, target.namespace, _request_timeout=REQUEST_TIMEOUT_S)
     except Exception as exc:
         if getattr(exc, "status", None) == NOT_FOUND:
             return None
@@ -293,12 +278,8 @@ def _api_error(exc: Exception, verb: str, target: Target) -> CLIError:
                 f"({target.where}){': ' + message if message else ''}"
             )
         if exc.status == UNAUTHORIZED:
-            return CLIError(
-                f"unauthorized: the cluster rejected our credentials while trying to {verb} {target.where}"
-            )
-        return CLIError(
-            f"kubernetes API answered {exc.status} {exc.reason} to {verb} {target.where}: {message}"
-        )
+            return CLIError(f"unauthorized: the cluster rejected our credentials while trying to {verb} {target.where}")
+        return CLIError(f"kubernetes API answered {exc.status} {exc.reason} to {verb} {target.where}: {message}")
     if isinstance(exc, CLIError):
         return exc
     host = getattr(getattr(getattr(target.api, "api_client", None), "configuration", None), "host", "?")
@@ -314,11 +295,7 @@ def _root_cause(exc: BaseException) -> str:
         if isinstance(current, OSError) and current.strerror:
             return current.strerror
         reason = getattr(current, "reason", None)
-        current = (
-            current.__cause__
-            or current.__context__
-            or (reason if isinstance(reason, BaseException) else None)
-        )
+        current = current.__cause__ or current.__context__ or (reason if isinstance(reason, BaseException) else None)
     return _one_line(exc)
 
 
@@ -327,6 +304,11 @@ def _status_message(exc: Any) -> str:
         return _one_line(json.loads(exc.body).get("message", ""))
     except (TypeError, ValueError, AttributeError):
         return ""
+
+
+def _reason(exc: Exception) -> str:
+    """Why a plugin was rejected, without the engine's own "plugin 'x' rejected:" prefix."""
+    return _one_line(getattr(exc, "detail", exc))
 
 
 def _one_line(value: object) -> str:

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from webhook.plugins import (
@@ -63,7 +62,8 @@ class PluginLoadError(ValueError):
         self.reason = message
         self.line = line
         where = f" (line {line})" if line is not None and f":{line}:" not in message else ""
-        super().__init__(f"plugin {plugin!r} rejected: {message}{where}")
+        self.detail = f"{message}{where}"  # without the plugin prefix, for callers that add their own
+        super().__init__(f"plugin {plugin!r} rejected: {self.detail}")
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,7 @@ def compile_plugin(name: str, source: str, limits: PluginLimits) -> CompiledPlug
     return CompiledPlugin(name, sha256_of(source), runtime)
 
 
-def validate_plugin(
-    name: str, source: str, limits: PluginLimits, sample_meta_json: str | None = None
-) -> None:
+def validate_plugin(name: str, source: str, limits: PluginLimits, sample_meta_json: str | None = None) -> None:
     """Reject a plugin that does not compile, lacks the function, or fails on a sample Pod."""
     plugin = compile_plugin(name, source, limits)
     result = plugin.runtime.call(sample_meta_json if sample_meta_json is not None else DEFAULT_SAMPLE_META)
@@ -204,12 +202,3 @@ class PluginRegistry:
                 sorted(report.failed),
             )
         return report
-
-
-def read_plugin_dir(path: Path) -> dict[str, str]:
-    """``*.lua`` files of a directory, by file stem, in name order."""
-    return {
-        file.stem: file.read_text(encoding="utf-8")
-        for file in sorted(Path(path).glob("*.lua"))
-        if file.is_file()
-    }

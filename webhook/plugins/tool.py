@@ -31,9 +31,9 @@ from webhook.plugins.registry import (
     PluginLimits,
     PluginLoadError,
     compile_plugin,
-    read_plugin_dir,
 )
 from webhook.resolver import Resolver, ResolverSettings, plugin_input
+from webhook.sources.snapshot import read_plugin_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +90,7 @@ def plugin_set_from_dir(path: str, limits: PluginLimits) -> LoadedPluginSet:
     if not directory.is_dir():
         raise CLIError(f"plugins directory {path} does not exist")
     try:
-        sources = read_plugin_dir(directory)
+        sources = read_plugin_dir(directory, strict=True)
     except (OSError, UnicodeDecodeError) as exc:
         raise CLIError(f"cannot read plugins from {path}: {exc}") from None
     plugins = {}

@@ -15,30 +15,11 @@ from pathlib import Path
 import watchfiles
 
 from webhook.sources import NullSourceObserver, PluginSink, SourceObserver
-from webhook.sources.snapshot import SUFFIX
+from webhook.sources.snapshot import read_plugin_dir
 
 log = logging.getLogger("workload_tagger.sources.directory")
 
 SOURCE = "directory"
-
-
-def read_plugin_dir(path: str | Path, previous: dict[str, str] | None = None) -> dict[str, str]:
-    """name -> source for each readable ``*.lua`` file directly in ``path`` (hidden files skipped)."""
-    plugins: dict[str, str] = {}
-    for file in sorted(Path(path).glob("*" + SUFFIX)):
-        name = file.name[: -len(SUFFIX)]
-        if not name or name.startswith("."):
-            continue
-        try:
-            plugins[name] = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error(
-                "cannot read plugin file; keeping its last version",
-                extra={"file": str(file), "error": str(exc)},
-            )
-            if previous is not None and name in previous:
-                plugins[name] = previous[name]
-    return plugins
 
 
 class DirectorySource:

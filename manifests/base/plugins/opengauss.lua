@@ -1,19 +1,21 @@
--- OpenGauss: Pods created by the openGauss operator are owned by an OpenGaussCluster
--- (opengauss.sig/v1), a kind DeepFlow does not know. Report them as a StatefulSet named after
--- the cluster, as in DeepFlow's "Custom Resource Tagging" guide. Every other Pod: "", "".
--- Runs unchanged on a DeepFlow server and in workload-tagger.
+-- DeepFlow documentation example: Pods of an openGauss cluster (owner kind OpenGaussCluster)
+-- belong to a StatefulSet named after the cluster. Runs unchanged on DeepFlow's server and here.
 package.path = package.path..";/bin/?.lua"
 local dkjson = require("dkjson")
 
 function GetWorkloadTypeAndName(metaJsonStr)
-    local meta = dkjson.decode(metaJsonStr, 1, nil)
-    if type(meta) ~= "table" then
+    local meta, pos, err = dkjson.decode(metaJsonStr, 1, nil)
+    if err then
         return "", ""
     end
-    local owners = meta["ownerReferences"]
-    local first = type(owners) == "table" and owners[1] or nil
-    if type(first) ~= "table" or tostring(first["kind"] or "") ~= "OpenGaussCluster" then
+    local ownerReferences = meta["ownerReferences"]
+    if ownerReferences == nil then
         return "", ""
     end
-    return "StatefulSet", tostring(first["name"] or "")
+    for _, owner in ipairs(ownerReferences) do
+        if owner["kind"] == "OpenGaussCluster" then
+            return "statefulset", owner["name"]
+        end
+    end
+    return "", ""
 end
