@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from webhook.sources import NullSourceObserver, PluginSink, SourceObserver
+from webhook.sources import PluginSink, SourceObserver, ThreadedSource
 from webhook.sources.backoff import Backoff
 from webhook.sources.snapshot import plugins_from_data
 
@@ -32,7 +32,7 @@ class _Gone(Exception):
     """The resourceVersion we watch from is too old; only a fresh list helps."""
 
 
-class ConfigMapSource:
+class ConfigMapSource(ThreadedSource):
     """Feeds ``sink`` from ConfigMap ``namespace/name``; see :class:`webhook.sources.PluginSource`.
 
     ``watch_timeout_s`` is the server-side watch timeout (the watch is then renewed from the last
@@ -52,39 +52,23 @@ class ConfigMapSource:
         watch_timeout_s: int = 60,
         request_timeout_s: float = 10.0,
     ) -> None:
+        super().__init__(sink, observer)
+        self.thread_name = f"plugins-configmap-{name}"
         self._api = core_v1_api
         self._namespace = namespace
         self._name = name
-        self._sink = sink
-        self._observer = observer or NullSourceObserver()
         self._clear_on_delete = clear_on_delete
         self._backoff = backoff or Backoff()
         self._watch_timeout_s = max(1, int(watch_timeout_s))
         self._request_timeout_s = request_timeout_s
-        self._stopping = threading.Event()
-        self._synced = threading.Event()
-        self._thread: threading.Thread | None = None
         self._watch_lock = threading.Lock()
         self._watch: watch.Watch | None = None
-        self._last: dict[str, str] | None = None  # the snapshot last handed to the sink
         self._rv: str | None = None  # where the next watch starts; None: list (afresh) first
         self._failures = 0
 
     @property
     def where(self) -> str:
         return f"{self._namespace}/{self._name}"
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("source already started")
-        self._thread = threading.Thread(target=self._run, name=f"plugins-configmap-{self._name}", daemon=True)
-        self._thread.start()
-
-    def synced(self) -> bool:
-        return self._synced.is_set()
-
-    def wait_synced(self, timeout: float) -> bool:
-        return self._synced.wait(timeout)
 
     def stop(self) -> None:
         """Stop the thread; a watch in progress is cut by shutting its socket down.
@@ -218,14 +202,7 @@ class ConfigMapSource:
             )
 
     def _update(self, snapshot: dict[str, str], why: str) -> None:
-        if snapshot == self._last:
-            return
-        self._sink.apply(snapshot, origin=f"configmap {self.where} ({why})")
-        self._last = snapshot
-        log.info(
-            "plugin snapshot applied",
-            extra={"configmap": self.where, "plugins": sorted(snapshot), "why": why},
-        )
+        self._hand_over(snapshot, f"configmap {self.where} ({why})", configmap=self.where, why=why)
 
 
 def _describe(exc: Exception) -> tuple[str, str]:

@@ -9,12 +9,11 @@ be read keeps its previous content in the snapshot: the sink then keeps its last
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import watchfiles
 
-from webhook.sources import NullSourceObserver, PluginSink, SourceObserver
+from webhook.sources import PluginSink, SourceObserver, ThreadedSource
 from webhook.sources.snapshot import read_plugin_dir
 
 log = logging.getLogger("workload_tagger.sources.directory")
@@ -22,7 +21,7 @@ log = logging.getLogger("workload_tagger.sources.directory")
 SOURCE = "directory"
 
 
-class DirectorySource:
+class DirectorySource(ThreadedSource):
     """Feeds ``sink`` from a directory; see :class:`webhook.sources.PluginSource`."""
 
     def __init__(
@@ -33,28 +32,11 @@ class DirectorySource:
         debounce_ms: int = 200,
         rescan_ms: int = 2000,
     ) -> None:
+        super().__init__(sink, observer)
         self._path = Path(path)
-        self._sink = sink
-        self._observer = observer or NullSourceObserver()
         self._debounce_ms = debounce_ms
         self._rescan_ms = rescan_ms
-        self._stopping = threading.Event()
-        self._synced = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last: dict[str, str] | None = None
         self._missing_logged = False
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("source already started")
-        self._thread = threading.Thread(target=self._run, name="plugins-directory", daemon=True)
-        self._thread.start()
-
-    def synced(self) -> bool:
-        return self._synced.is_set()
-
-    def wait_synced(self, timeout: float) -> bool:
-        return self._synced.wait(timeout)
 
     def stop(self) -> None:
         self._stopping.set()  # also watchfiles' stop_event: it returns within one step
@@ -111,9 +93,6 @@ class DirectorySource:
         self._apply(read_plugin_dir(self._path, self._last), why)
 
     def _apply(self, snapshot: dict[str, str], why: str) -> None:
-        if snapshot != self._last:
-            self._sink.apply(snapshot, origin=f"directory {self._path} ({why})")
-            self._last = snapshot
-            log.info("plugin snapshot applied", extra={"dir": str(self._path), "plugins": sorted(snapshot)})
+        if self._hand_over(snapshot, f"directory {self._path} ({why})", dir=str(self._path)):
             self._observer.synced(SOURCE, True)
         self._synced.set()
