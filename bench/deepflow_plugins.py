@@ -24,9 +24,9 @@ class CRD:
 
 
 CRDS = (
-    CRD("opengauss", "opengauss.sig", "OpenGaussCluster", "statefulset", 'owner["name"]'),
-    CRD("kruise-cloneset", "apps.kruise.io", "CloneSet", "deployment", 'owner["name"]'),
-    CRD("kruise-asts", "apps.kruise.io", "StatefulSet", "statefulset", 'owner["name"]'),
+    CRD("elasticsearch", "elasticsearch.k8s.elastic.co", "Elasticsearch", "statefulset", 'owner["name"] .. "-es"'),
+    CRD("rabbitmq", "rabbitmq.com", "RabbitmqCluster", "statefulset", 'owner["name"] .. "-server"'),
+    CRD("clickhouse", "clickhouse.altinity.com", "ClickHouseInstallation", "statefulset", 'owner["name"]'),
     CRD("argo-rollout", "argoproj.io", "Rollout", "deployment", 'string.gsub(owner["name"], "%-%x+$", "")'),
     CRD("redis-cluster", "redis.kun", "DistributedRedisCluster", "statefulset", 'owner["name"]'),
     CRD("mysql-operator", "mysql.presslabs.org", "MysqlCluster", "statefulset", 'owner["name"] .. "-mysql"'),

@@ -51,7 +51,7 @@ ROTATE_EVERY_S = 2.0
 EFFECT_TIMEOUT_S = 10.0  # a reload or rotation must be in force this long after the write
 
 # Two valid plugin sets: different sizes (so /metrics tells which one is in force), one plugin in both.
-SHARED = deepflow_plugins.CRDS[0]  # opengauss: claims OpenGaussCluster Pods in either set
+SHARED = deepflow_plugins.CRDS[0]  # claims Elasticsearch-owned Pods in either set; no built-in rule does
 SET_A = {c.name: deepflow_plugins.source(c) for c in deepflow_plugins.CRDS[:4]}
 SET_B = {c.name: f"-- set B\n{deepflow_plugins.source(c)}"
          for c in (SHARED, *deepflow_plugins.CRDS[4:10])}
