@@ -21,6 +21,7 @@ The server gets its own certificate directory (the session's is shared with othe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -106,11 +107,12 @@ async def metric_value(server: ServeProcess, name: str) -> float | None:
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], stop: asyncio.Event) -> bool:
-    deadline = time.monotonic() + EFFECT_TIMEOUT_S
-    while time.monotonic() < deadline:
+    """Poll ``check`` until true or EFFECT_TIMEOUT_S; once the soak is over, give up after 2 s (not counted)."""
+    started = time.monotonic()
+    while time.monotonic() - started < EFFECT_TIMEOUT_S:
         if await check():
             return True
-        if stop.is_set() and time.monotonic() > deadline - EFFECT_TIMEOUT_S / 2:
+        if stop.is_set() and time.monotonic() - started > 2:
             return False
         await asyncio.sleep(0.1)
     return False
@@ -132,7 +134,8 @@ async def plugin_reloader(ctx: SoakContext) -> None:
         elif not ctx.stop.is_set():
             ctx.notes.append(f"plugin set of {len(wanted)} not in force {EFFECT_TIMEOUT_S:g} s after the write")
         i += 1
-        await asyncio.sleep(RELOAD_EVERY_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), RELOAD_EVERY_S)
 
 
 def rotate_leaf(tls: TLSFiles) -> int:
@@ -157,8 +160,11 @@ async def served_serial(server: ServeProcess) -> int:
 
 async def cert_rotator(ctx: SoakContext) -> None:
     """Rotate the serving certificate; new handshakes must present the new one."""
-    while not ctx.stop.is_set():
-        await asyncio.sleep(ROTATE_EVERY_S)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), ROTATE_EVERY_S)
+        if ctx.stop.is_set():
+            return
         serial = await asyncio.to_thread(rotate_leaf, ctx.tls)
 
         async def served(serial: int = serial) -> bool:
