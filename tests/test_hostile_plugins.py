@@ -150,6 +150,13 @@ async def run_load(server: ServeProcess) -> Load:
     return load
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -201,6 +208,11 @@ async def test_hostile_plugins_do_not_hurt_the_server_or_other_plugins(tls_files
         assert attacked.proc is not None and attacked.proc.poll() is None, "the attacked server died"
         assert (await attacked.request("GET", "/healthz"))[0] == 200
         assert not marker.exists(), "os.execute ran"
+        # The memory bomb is rebuilt after every call; dead runtimes must not pile up: at most each
+        # runtime's cap above the baseline server.
+        cap_kib = Config().plugin_memory_mb * 1024
+        rss_base, rss_hurt = rss_kib(baseline.pid), rss_kib(attacked.pid)
+        assert rss_hurt < rss_base + len(HOSTILE) * cap_kib, (rss_base, rss_hurt)
 
         # The plugin-bound reviews run every hostile plugin to its limit, yet finish inside the budget.
         slowest_hostile = max(hurt.latencies["claimed"] + hurt.latencies["worst"])
@@ -210,7 +222,7 @@ async def test_hostile_plugins_do_not_hurt_the_server_or_other_plugins(tls_files
         report = (f"everyday p99 {p99_base * 1e3:.1f} ms -> {p99_hurt * 1e3:.1f} ms with hostile plugins; "
                   f"slowest hostile review {slowest_hostile * 1e3:.1f} ms; claimed p50 "
                   f"{statistics.median(hurt.latencies['claimed']) * 1e3:.1f} ms")
-        print(report)
+        print(report, f"; RSS {rss_base} KiB baseline, {rss_hurt} KiB attacked")
         assert p99_hurt < p99_base + 3 * slowest_hostile, report
         assert p99_base < REVIEW_BUDGET_S and p99_hurt < REVIEW_BUDGET_S, report
 
