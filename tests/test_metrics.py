@@ -145,6 +145,21 @@ def test_plugin_series_of_removed_plugins_are_dropped() -> None:
     assert not [s for s in series_labels("workload_tagger_plugin_info") if s["plugin"].startswith("rm-")]
 
 
+def test_a_plugin_removed_and_added_again_is_counted_in_its_new_series() -> None:
+    """The hot path keeps bound label children; removing a plugin must not leave a stale one behind."""
+    obs = metrics.PluginMetrics()
+    obs.set_loaded({"back": "5" * 64})
+    obs.evaluated("back", "no-match", 0.001)
+    obs.set_loaded({})
+    assert val("workload_tagger_plugin_evaluations_total", plugin="back", outcome="no-match") is None
+    obs.set_loaded({"back": "5" * 64})
+    obs.evaluated("back", "no-match", 0.001)
+    obs.evaluated("back", "no-match", 0.001)
+    assert val("workload_tagger_plugin_evaluations_total", plugin="back", outcome="no-match") == 2
+    assert val("workload_tagger_plugin_evaluation_duration_seconds_count", plugin="back") == 2
+    obs.set_loaded({})
+
+
 def test_unknown_plugin_outcome_counts_as_error() -> None:
     obs = metrics.PluginMetrics()
     obs.set_loaded({"odd": "4" * 64})

@@ -18,6 +18,7 @@ import contextlib
 import platform as _platform
 import threading
 from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 from aiohttp import web
 from cryptography import x509
@@ -217,11 +218,45 @@ RESOLUTIONS.labels(NONE, NONE)
 
 # --- admission helpers (called by the server) -----------------------------------------------
 
+_Child = TypeVar("_Child", Counter, Histogram)
+
+
+class ChildCache(Generic[_Child]):
+    """Bound label children by label values: ``metric.labels(...)`` costs ~1 µs (validation, a lock,
+    a dict probe) and the hot path calls it several times per review and per plugin evaluation.
+
+    Every label set cached here is bounded (fixed enums, configured platforms, loaded plugin
+    names). A child whose series is removed from its metric must be dropped here too (:meth:`clear`),
+    or increments would go to a series no scrape can see.
+    """
+
+    def __init__(self, metric: _Child) -> None:
+        self.metric: _Child = metric
+        self._children: dict[tuple[str, ...], _Child] = {}
+
+    def get(self, *labels: str) -> _Child:
+        try:
+            return self._children[labels]
+        except KeyError:
+            child: _Child = self.metric.labels(*labels)
+            self._children[labels] = child
+            return child
+
+    def clear(self) -> None:
+        self._children = {}
+
+
+_ADMISSION_REQUESTS = ChildCache(ADMISSION_REQUESTS)
+_RESOLUTIONS = ChildCache(RESOLUTIONS)
+_PODS_SEEN = ChildCache(PODS_SEEN)
+_PLUGIN_EVALUATIONS = ChildCache(PLUGIN_EVALUATIONS)
+_PLUGIN_LATENCY = ChildCache(PLUGIN_LATENCY)
+
 
 def observe_admission(operation: str, outcome: str, seconds: float | None) -> None:
     """Count one answered review; ``seconds`` is None for reviews rejected before timing made sense."""
     op = (operation if operation in OPERATIONS else OTHER) if operation else UNKNOWN_OPERATION
-    ADMISSION_REQUESTS.labels(op, outcome if outcome in ADMISSION_OUTCOMES else OTHER).inc()
+    _ADMISSION_REQUESTS.get(op, outcome if outcome in ADMISSION_OUTCOMES else OTHER).inc()
     if seconds is not None:
         ADMISSION_LATENCY.observe(seconds)
 
@@ -242,15 +277,15 @@ def observe_resolution(resolution: Resolution | None) -> None:
     Types outside :data:`KNOWN_TYPES` (possible with allowCustomTypes) fold into ``other``.
     """
     if resolution is None:
-        RESOLUTIONS.labels(NONE, NONE).inc()
+        _RESOLUTIONS.get(NONE, NONE).inc()
         return
     wtype = canonical_type(resolution.workload_type) or OTHER
-    RESOLUTIONS.labels(resolution_source(resolution.resolved_by), wtype).inc()
+    _RESOLUTIONS.get(resolution_source(resolution.resolved_by), wtype).inc()
 
 
 def observe_platform(platform: str | None) -> None:
     """Count one examined Pod by platform; rule platforms are a configured, bounded set."""
-    PODS_SEEN.labels(platform or NONE).inc()
+    _PODS_SEEN.get(platform or NONE).inc()
 
 
 def set_cert_expiry(cert: x509.Certificate) -> None:
@@ -287,8 +322,8 @@ class PluginMetrics:
         self._known_failed: set[str] = set()
 
     def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
-        PLUGIN_EVALUATIONS.labels(plugin, outcome if outcome in PLUGIN_OUTCOMES else ERROR).inc()
-        PLUGIN_LATENCY.labels(plugin).observe(seconds)
+        _PLUGIN_EVALUATIONS.get(plugin, outcome if outcome in PLUGIN_OUTCOMES else ERROR).inc()
+        _PLUGIN_LATENCY.get(plugin).observe(seconds)
 
     def load_failed(self, plugin: str, error: str) -> None:
         with self._lock:
@@ -307,6 +342,8 @@ class PluginMetrics:
                     for outcome in PLUGIN_OUTCOMES:
                         _remove(PLUGIN_EVALUATIONS, name, outcome)
                     _remove(PLUGIN_LATENCY, name)
+            _PLUGIN_EVALUATIONS.clear()  # removed series must not live on in the cache; refilled on use
+            _PLUGIN_LATENCY.clear()
             for name in self._known_failed - failed - set(plugins):
                 _remove(PLUGIN_LOAD_ERRORS, name)
             self._known_failed = failed | (self._known_failed & set(plugins))

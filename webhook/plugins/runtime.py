@@ -109,15 +109,26 @@ class PluginRuntime:
         self.memory_bytes = memory_bytes
         self._rebuild_lock = threading.Lock()
         self.rebuilds = 0
+        self._holder: list[Any] = []
         if len(source.encode()) * 4 + PUSH_SLACK > memory_bytes:
             raise CompileError("source too large for the memory cap", None)
-        self._call, self._output, self._lua = self._build()
+        self._call, self._output, self._lua, self._holder = self._build()
+
+    def __del__(self) -> None:
+        self._holder.clear()  # break the Lua <-> bridge cycle: the runtime is freed now, not at a full GC
 
     def _fits(self, nbytes: int) -> bool:
         """Whether ``nbytes`` more can be allocated in this runtime without reaching its cap."""
         return int(self._lua.get_memory_used()) + nbytes + PUSH_SLACK <= self.memory_bytes
 
-    def _build(self) -> tuple[Any, Any, Any]:
+    def _build(self) -> tuple[Any, Any, Any, list[Any]]:
+        """A fresh runtime with the plugin loaded, and the holder through which the bridge reaches it.
+
+        The dkjson bridge lives inside the Lua state and needs the runtime back: referenced directly,
+        that is a reference cycle, which only Python's full GC collects, late and blind to the
+        megabytes of Lua memory behind it (plugin reloads and memory-cap rebuilds would pile up dead
+        runtimes). The holder is emptied when the runtime is dropped, so plain refcounting frees it.
+        """
         lua = lua51.LuaRuntime(
             register_eval=False,
             register_builtins=False,
@@ -127,14 +138,19 @@ class PluginRuntime:
         )
         setup = lua.execute(_SANDBOX)
 
+        holder: list[Any] = [lua]
+        cap = self.memory_bytes  # not ``self``: the closure must not reach back to this object either
+
         def fits_tables(json_bytes: int) -> bool:
-            return (
-                int(lua.get_memory_used()) + json_bytes * TABLE_BYTES_PER_JSON_BYTE + PUSH_SLACK
-                <= self.memory_bytes
+            return bool(holder) and (
+                int(holder[0].get_memory_used()) + json_bytes * TABLE_BYTES_PER_JSON_BYTE + PUSH_SLACK <= cap
             )
 
+        def table_from(value: Any, recursive: bool = False) -> Any:
+            return holder[0].table_from(value, recursive=recursive)
+
         install = setup(
-            make_bridge(lua.table_from, fits_tables),
+            make_bridge(table_from, fits_tables),
             HOOK_EVERY,
             max(1, self.instructions // HOOK_EVERY),
             self.max_value_bytes,
@@ -151,7 +167,7 @@ class PluginRuntime:
             if message == "not enough memory":
                 message = "memory cap exceeded while loading"
             raise CompileError(message, error_line(message))
-        return call, output, lua
+        return call, output, lua, holder
 
     def call(self, meta_json: bytes | str, prepared: tuple[Any, int] | None = None) -> CallResult:
         """Evaluate once. Never raises for anything the plugin does.
@@ -202,5 +218,7 @@ class PluginRuntime:
             # It compiled before, so only a cap too low for a fresh load can fail here; the
             # next call then reports MEMORY again and retries.
             with contextlib.suppress(CompileError):
-                self._call, self._output, self._lua = self._build()
+                old = self._holder
+                self._call, self._output, self._lua, self._holder = self._build()
+                old.clear()  # the dead runtime is freed as soon as nothing uses it
             self.rebuilds += 1
