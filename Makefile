@@ -46,8 +46,11 @@ lint: venv
 test: venv system-deps lint
 	$(PY) -m pytest
 
+# Tables, not pass/fail: server vs a bare aiohttp ceiling under wrk, the Lua engine vs DeepFlow's
+# approach, audit/backfill throughput; then the soak and hostile-plugin tests at full length.
 bench: venv system-deps certs/tls.crt
 	$(PY) -m bench
+	SOAK_SECONDS=90 $(PY) -m pytest -q -s tests/test_soak.py tests/test_hostile_plugins.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
