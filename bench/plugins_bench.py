@@ -21,6 +21,7 @@ import lupa.lua51 as lua51
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import deepflow_plugins
 from bench.targets import Target
 from webhook.plugins import BUDGET
 from webhook.plugins.registry import PluginLimits, PluginRegistry
@@ -29,26 +30,7 @@ from webhook.resolver import plugin_input
 
 DKJSON_DIR = "/usr/share/lua/5.1"
 
-PLUGIN = """package.path = package.path..";/bin/?.lua"
-local dkjson = require("dkjson")
 
-function GetWorkloadTypeAndName(metaJsonStr)
-    local meta, pos, err = dkjson.decode(metaJsonStr, 1, nil)
-    if err then
-        return "", ""
-    end
-    local owners = meta["ownerReferences"]
-    if owners == nil then
-        return "", ""
-    end
-    for _, owner in ipairs(owners) do
-        if owner["kind"] == "KIND" then
-            return "statefulset", owner["name"]
-        end
-    end
-    return "", ""
-end
-"""
 
 
 def metadata() -> str:
@@ -103,7 +85,8 @@ def metadata() -> str:
 
 
 def plugins(count: int) -> dict[str, str]:
-    return {f"p{i:02d}": PLUGIN.replace("KIND", f"NotThisKind{i}") for i in range(count)}
+    """The server benchmark's DeepFlow-style plugins: each looks for its own CRD, none claims this Pod."""
+    return {crd.name: deepflow_plugins.source(crd) for crd in deepflow_plugins.CRDS[:count]}
 
 
 def per_call(fn: Callable[[], object], rounds: int, repeat: int = 5) -> float:

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import orjson
 from kubernetes.client.exceptions import ApiException
 
 from webhook.audit import (
@@ -46,7 +45,7 @@ from webhook.audit import (
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.inputs import PodInput
-from webhook.kubeclient import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, one_line
+from webhook.kubeclient import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
 from webhook.plugins import PluginSet
 from webhook.podlist import LiveLister, backoff
 from webhook.resolver import Resolver
@@ -220,10 +219,7 @@ class Patcher:
                     _request_timeout=self.request_timeout,
                     _preload_content=False,
                 )
-                try:
-                    obj = orjson.loads(resp.data)
-                finally:
-                    resp.release_conn()
+                obj = json_body(resp)
             except ApiException as exc:
                 status = api_status(exc)
                 if status.code == 404:

@@ -47,6 +47,14 @@ def client_configuration(config: Config) -> k8s.Configuration:
     return conf
 
 
+def json_body(resp: Any) -> Any:
+    """Parse a raw (``_preload_content=False``) response and hand its connection back to the pool."""
+    try:
+        return orjson.loads(resp.data)
+    finally:
+        resp.release_conn()
+
+
 def api_client(config: Config) -> k8s.ApiClient:
     """An API client for the configured cluster; every command that talks to one starts here."""
     return k8s.ApiClient(client_configuration(config))

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook.errors import CLIError
 from webhook.inputs import InputError, PodInput, load_pods
-from webhook.kubeclient import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, one_line
+from webhook.kubeclient import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
 
 Notice = Callable[[str], None]
 """Where the lister says something the user should know (a restart, a retry); stderr in the CLI."""
@@ -112,10 +112,7 @@ class LiveLister:
             self.limiter.acquire()
             try:
                 resp = self._request(token)
-                try:
-                    body = orjson.loads(resp.data)
-                finally:
-                    resp.release_conn()
+                body = json_body(resp)
             except ApiException as exc:
                 status = api_status(exc)
                 if status.code == 410 and token:
