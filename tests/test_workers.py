@@ -103,3 +103,27 @@ def test_supervise_forwards_sigterm_to_children() -> None:
         return 0 if received and set(received) == {signal.SIGTERM} else 7
 
     assert workers.supervise(2, child) == 0
+
+
+async def test_metrics_sum_every_worker_whichever_answers_the_scrape(tls_files: TLSFiles, tmp_path: Path) -> None:
+    srv = ServeProcess(tls_files, tmp_path / "serve.log", ["--workers", "2", "--shutdown-drain-s", "0"])
+    srv.start()
+    try:
+        await srv.wait_ready()
+        await wait_children(srv.pid, 2)
+        body = json.dumps(review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")]))).encode()
+        sent = 30
+        answers = await asyncio.gather(*(srv.request("POST", "/mutate", body) for _ in range(sent)))
+        assert all(status == 200 for status, _ in answers)
+        series = 'workload_tagger_admission_requests_total{operation="CREATE",outcome="mutated"}'
+        seen = []
+        for _ in range(8):  # each scrape is a new connection: the kernel hands it to either worker
+            status, raw = await srv.request("GET", "/metrics")
+            assert status == 200
+            values = [line.split()[-1] for line in raw.decode().splitlines() if line.startswith(series + " ")]
+            seen.append(float(values[0]))
+        assert seen == [float(sent)] * 8
+        srv.terminate()
+        assert await asyncio.to_thread(srv.wait, 15) == 0
+    finally:
+        srv.kill()

@@ -10,7 +10,9 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -95,6 +97,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace, config: Config) -> int:
     logs.setup(config.log_level)
+    if config.workers > 1:
+        # Before anything imports prometheus_client: every worker then writes its values to the
+        # shared directory, and a scrape, answered by whichever worker, sums them all.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="workload-tagger-metrics-"))
     from webhook import server
 
     if config.cert_mode == "files":
@@ -105,7 +111,12 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
     if config.workers > 1:
         from webhook import workers
 
-        return workers.supervise(config.workers, lambda: serve_process(config, reuse_port=True))
+        def worker_exited(pid: int) -> None:
+            from webhook import metrics
+
+            metrics.worker_exited(pid)
+
+        return workers.supervise(config.workers, lambda: serve_process(config, reuse_port=True), worker_exited)
     return serve_process(config)
 
 

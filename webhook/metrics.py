@@ -15,6 +15,7 @@ it has never seen at a lower value).
 from __future__ import annotations
 
 import contextlib
+import os
 import platform as _platform
 import threading
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from typing import Generic, TypeVar
 
 from aiohttp import web
 from cryptography import x509
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, multiprocess
 from prometheus_client.exposition import choose_encoder
 
 from webhook import __version__
@@ -35,6 +36,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 NS = "workload_tagger"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
 NONE = "none"
 
@@ -137,12 +139,16 @@ PLUGIN_LATENCY = Histogram(
     registry=REGISTRY,
     buckets=PLUGIN_BUCKETS,
 )
-PLUGINS_LOADED = Gauge("plugins_loaded", "Plugins in the set now in force.", namespace=NS, registry=REGISTRY)
+PLUGINS_LOADED = Gauge(
+    "plugins_loaded", "Plugins in the set now in force.", namespace=NS, registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 PLUGINS_FAILED = Gauge(
     "plugins_failed",
     "Plugins that failed to load in the most recent apply (kept out of the set in force).",
     namespace=NS,
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 PLUGIN_INFO = Gauge(
     "plugin_info",
@@ -150,6 +156,7 @@ PLUGIN_INFO = Gauge(
     ["plugin", "sha256"],
     namespace=NS,
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 PLUGIN_LOAD_ERRORS = Counter(
     "plugin_load_errors",
@@ -174,6 +181,7 @@ SOURCE_SYNCED = Gauge(
     ["source"],
     namespace=NS,
     registry=REGISTRY,
+    multiprocess_mode="livemin",
 )
 SOURCE_LAST_SYNC = Gauge(
     "source_last_sync_timestamp_seconds",
@@ -181,6 +189,7 @@ SOURCE_LAST_SYNC = Gauge(
     ["source"],
     namespace=NS,
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 SOURCE_WATCH_RESTARTS = Counter(
     "source_watch_restarts",
@@ -197,6 +206,7 @@ CERT_EXPIRY = Gauge(
     "Unix time at which the serving certificate in use stops being valid.",
     namespace=NS,
     registry=REGISTRY,
+    multiprocess_mode="livemin",
 )
 BUILD_INFO = Gauge(
     "build_info",
@@ -204,6 +214,7 @@ BUILD_INFO = Gauge(
     ["version", "python_version"],
     namespace=NS,
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 BUILD_INFO.labels(__version__, _platform.python_version()).set(1)
 
@@ -395,9 +406,23 @@ def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
 
 
 def exposition(accept: str | None = None) -> tuple[bytes, str]:
-    """The registry in the format the scraper asked for (OpenMetrics or text 0.0.4), with its content type."""
+    """The registry in the format the scraper asked for (OpenMetrics or text 0.0.4), with its content type.
+
+    Under ``--workers N`` every worker writes its values to PROMETHEUS_MULTIPROC_DIR and any worker
+    answering a scrape reads them all, so counters are the sum over workers, whichever one answers.
+    """
     encoder, content_type = choose_encoder(accept or "")
+    if os.environ.get(MULTIPROC_ENV):
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return encoder(merged), content_type
     return encoder(REGISTRY), content_type
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges from the shared multiprocess directory."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -46,8 +46,10 @@ def exit_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def supervise(workers: int, child: Callable[[], int]) -> int:
+def supervise(workers: int, child: Callable[[], int], on_exit: Callable[[int], None] | None = None) -> int:
     """Fork ``workers`` children running ``child()``; return 0 only if every one exited 0.
+
+    ``on_exit(pid)`` runs in the parent after each child is reaped (metrics clean-up).
 
     Must be called before any event loop or thread exists (fork copies only the calling thread).
     """
@@ -77,6 +79,8 @@ def supervise(workers: int, child: Callable[[], int]) -> int:
             if pid not in children:
                 continue
             index = children.pop(pid)
+            if on_exit is not None:
+                on_exit(pid)
             code = exit_status(status)
             if code != 0 and not (stopping and code in (128 + signal.SIGTERM, 128 + signal.SIGINT)):
                 failed += 1
