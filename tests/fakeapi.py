@@ -148,12 +148,21 @@ class LoopbackServer:
     def __exit__(self, *exc: object) -> None:
         if self._runner is not None:
             self.run(self._runner.cleanup())
+        self.run(self._cancel_leftovers())  # e.g. a watch whose client never hung up
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @staticmethod
+    async def _cancel_leftovers() -> None:
+        me = asyncio.current_task()
+        leftovers = [t for t in asyncio.all_tasks() if t is not me]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     async def _start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self._shutdown_timeout)
