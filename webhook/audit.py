@@ -18,14 +18,15 @@ from typing import Any
 import orjson
 import yaml
 
+from webhook.app import build_resolver, plugin_set_for_cli
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.inputs import PodInput
 from webhook.patch import annotation_keys, desired_annotations
 from webhook.plugins import PluginSet
 from webhook.podlist import ListScope, LiveLister, file_pods
-from webhook.resolver import Resolver, ResolverSettings
-from webhook.rules import RuleConfigError, select_owner, user_rules
+from webhook.resolver import Resolver
+from webhook.rules import select_owner
 from webhook.types import Resolution
 
 CORRECT, MISSING, STALE, UNRESOLVED = "correct", "missing", "stale", "unresolved"
@@ -219,23 +220,6 @@ def render(report: AuditReport, fmt: str) -> str:
     return render_table(report)
 
 
-def resolver_from_config(config: Config) -> Resolver:
-    """The webhook's resolver with the config's own rules and ordering."""
-    try:
-        extra = user_rules(config.rules, config.allow_custom_types)
-    except RuleConfigError as exc:
-        raise CLIError(f"config: {exc}", 2) from None
-    return Resolver(ResolverSettings(config.plugins_first, config.allow_custom_types, extra))
-
-
-def cli_plugins(config: Config) -> PluginSet:
-    """The plugin set the CLI doors use: the configured directory or source (wired by the lead in app.py)."""
-    from webhook.app import plugin_set_for_cli  # type: ignore[import-not-found,unused-ignore]  # late: app.py pulls in the server
-
-    result: PluginSet = plugin_set_for_cli(config)
-    return result
-
-
 def stderr_notice(message: str) -> None:
     print(f"workload-tagger: {message}", file=sys.stderr, flush=True)
 
@@ -269,7 +253,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = None, api: Any = None) -> int:
     """Exit 0 when the report was printed (whatever it says); 2 for usage, permission or reach errors."""
-    resolver = resolver_from_config(config)
+    resolver = build_resolver(config)
     pods: Iterable[PodInput]
     if args.file:
         if args.selector:
@@ -283,7 +267,7 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
             api = core_api(client_configuration(config))
         pods = LiveLister(api, scope, notice=stderr_notice)
     if plugins is None:
-        plugins = cli_plugins(config)
+        plugins = plugin_set_for_cli(config)
     # No review deadline: the CLI wants every Pod's answer; each plugin call stays bounded by its
     # own instruction and memory budget. backfill resolves the same way, so the two agree.
     report = build_report(pods, resolver, plugins, config.prefix)

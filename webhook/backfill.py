@@ -31,15 +31,14 @@ from typing import Any, TextIO
 
 from kubernetes.client.exceptions import ApiException
 
+from webhook.app import build_resolver, plugin_set_for_cli
 from webhook.audit import (
     STALE,
     UNRESOLVED,
     Assessment,
     add_scope_arguments,
     assess,
-    cli_plugins,
     live_scope,
-    resolver_from_config,
     stderr_notice,
 )
 from webhook.config import Config
@@ -403,13 +402,13 @@ def run(
     scope = live_scope(args)
     if args.qps <= 0 or args.burst < 1:
         raise CLIError("--qps must be > 0 and --burst at least 1", 2)
-    resolver = resolver_from_config(config)
+    resolver = build_resolver(config)
     if api is None:
         from webhook.kubeclient import client_configuration, core_api
 
         api = core_api(client_configuration(config))
     if plugins is None:
-        plugins = cli_plugins(config)
+        plugins = plugin_set_for_cli(config)
     limiter = TokenBucket(args.qps, args.burst)
     lister = LiveLister(api, scope, notice=stderr_notice, limiter=limiter)
     patcher = (
