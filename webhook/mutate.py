@@ -30,7 +30,7 @@ from webhook.types import Resolution
 MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT = "mutated", "unchanged", "skipped", "error", "timeout"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per review, see AdmissionRequest
 class Decision:
     response: AdmissionResponse
     outcome: str

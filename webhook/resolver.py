@@ -22,7 +22,6 @@ from webhook.rules import (
     PodView,
     RuleTable,
     select_owner,
-    string_map,
     virtual_kubelet,
 )
 from webhook.types import Resolution, canonical_type
@@ -50,7 +49,7 @@ class Resolver:
         return value if self.settings.allow_custom_types else None
 
     def by_rules(self, meta: Mapping[str, Any]) -> Resolution | None:
-        pod = PodView(string_map(meta.get("labels")), string_map(meta.get("annotations")))
+        pod = PodView(meta.get("labels"), meta.get("annotations"))
         owner = select_owner(meta.get("ownerReferences"))
         found = self.table.match(owner, pod) if owner is not None else virtual_kubelet(pod)
         if found is None:
