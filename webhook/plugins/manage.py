@@ -15,12 +15,12 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.plugins.registry import PluginLimits, validate_plugin
+from webhook.plugins.registry import validate_plugin
+from webhook.plugins.tool import read_plugin_file
 from webhook.sources.snapshot import SUFFIX, plugin_key, plugins_from_data
 
 Validator = Callable[[str, str], None]
@@ -80,7 +80,7 @@ def run_create(args: argparse.Namespace, config: Config) -> int:
     if str(args.type).lower() != "lua":
         raise CLIError(f"unsupported plugin type {args.type!r}: only lua is supported")
     name = plugin_name(args.name)
-    source = _read_source(args.image)
+    source = read_plugin_file(args.image)
     outcome = create_plugin(_target(config), name, source, engine_validator(config))
     print(f"plugin {name} {outcome} in {_where(config)}")
     return 0
@@ -108,10 +108,11 @@ def run_delete(args: argparse.Namespace, config: Config) -> int:
 def engine_validator(config: Config) -> Validator:
     """The webhook's own check: compile in the sandbox, require the function, run once on a sample Pod."""
 
+    from webhook.app import plugin_limits
+
+    limits = plugin_limits(config)
+
     def validate(name: str, source: str) -> None:
-        limits = PluginLimits(
-            instructions=config.plugin_instructions, memory_bytes=config.plugin_memory_mb * 1024 * 1024
-        )
         validate_plugin(name, source, limits)
 
     return validate
@@ -217,15 +218,6 @@ def _target(config: Config) -> Target:
 
     api = client.CoreV1Api(kube_api_client(config))
     return Target(api, config.resolved_configmap_namespace(), config.configmap_name)
-
-
-def _read_source(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CLIError(f"cannot read plugin file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise CLIError(f"plugin file {path} is not UTF-8 text") from None
 
 
 def _read(target: Target, verb: str) -> Any:

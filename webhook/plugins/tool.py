@@ -32,7 +32,7 @@ from webhook.plugins.registry import (
     PluginLoadError,
     compile_plugin,
 )
-from webhook.resolver import Resolver, ResolverSettings, plugin_input
+from webhook.resolver import plugin_input
 from webhook.sources.snapshot import read_plugin_dir
 
 
@@ -46,21 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def limits_from(config: Config) -> PluginLimits:
-    return PluginLimits(config.plugin_instructions, config.plugin_memory_mb * 1024 * 1024)
+def read_plugin_file(path: str | Path) -> str:
+    """A plugin's source as UTF-8 text, or one clear error line (plugin test and plugin create)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(f"cannot read plugin file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CLIError(f"plugin file {path} is not UTF-8 text") from None
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    from webhook.app import build_resolver, plugin_limits
+
     path = Path(args.plugin)
+    source = read_plugin_file(path)
     try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"cannot read plugin {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        plugin = compile_plugin(path.stem, source, limits_from(config))
+        plugin = compile_plugin(path.stem, source, plugin_limits(config))
     except PluginLoadError as exc:
         raise CLIError(str(exc)) from None
-    resolver = Resolver(ResolverSettings(allow_custom_types=config.allow_custom_types))
+    resolver = build_resolver(config)
     for file in args.files:
         for pod in load_pods(file):
             meta_json = plugin_input(pod.meta, pod.namespace)
