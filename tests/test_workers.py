@@ -43,6 +43,16 @@ def socket_inodes(pid: int) -> set[str]:
     return out
 
 
+async def wait_listeners(port: int, n: int) -> set[str]:
+    """Listening sockets on ``port`` once ``n`` exist (a worker forked may not have bound yet), else those seen."""
+    for _ in range(100):
+        found = listening_inodes(port)
+        if len(found) >= n:
+            return found
+        await asyncio.sleep(0.1)
+    return listening_inodes(port)
+
+
 async def wait_children(pid: int, n: int) -> list[int]:
     for _ in range(100):
         kids = children(pid)
@@ -58,7 +68,7 @@ async def test_workers_share_the_port_and_stop_together(tls_files: TLSFiles, tmp
     try:
         await srv.wait_ready()
         kids = await wait_children(srv.pid, 2)
-        listeners = listening_inodes(srv.port)
+        listeners = await wait_listeners(srv.port, 2)
         assert len(listeners) == 2, "each worker binds its own socket with SO_REUSEPORT"
         assert all(socket_inodes(k) & listeners for k in kids)
         assert not socket_inodes(srv.pid) & listeners, "the supervisor itself does not serve"
