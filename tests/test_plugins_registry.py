@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from webhook.plugins import BUDGET, ERROR, MATCH, NO_MATCH, PluginAnswer
+from webhook.plugins import BUDGET, ERROR, MATCH, NO_MATCH, QUARANTINED, PluginAnswer
 from webhook.plugins.registry import (
     PluginLimits,
     PluginLoadError,
@@ -35,10 +35,17 @@ class Recorder:
         self.evaluations: list[tuple[str, str]] = []
         self.failures: list[tuple[str, str]] = []
         self.sets: list[dict[str, str]] = []
+        self.quarantines: list[tuple[str, bool]] = []
 
     def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
         assert seconds >= 0
         self.evaluations.append((plugin, outcome))
+
+    def skipped(self, plugin: str) -> None:
+        self.evaluations.append((plugin, QUARANTINED))
+
+    def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
+        self.quarantines.append((plugin, quarantined))
 
     def load_failed(self, plugin: str, error: str) -> None:
         self.failures.append((plugin, error))

@@ -130,9 +130,14 @@ def serve_process(config: Config, reuse_port: bool = False) -> int:
 
 
 def plugin_limits(config: Config) -> PluginLimits:
+    from webhook.plugins.quarantine import QuarantinePolicy
     from webhook.plugins.registry import PluginLimits
 
-    return PluginLimits(config.plugin_instructions, config.plugin_memory_mb * 1024 * 1024)
+    return PluginLimits(
+        config.plugin_instructions,
+        config.plugin_memory_mb * 1024 * 1024,
+        QuarantinePolicy(config.plugin_quarantine_after, config.plugin_quarantine_seconds),
+    )
 
 
 async def self_managed_certs(config: Config, stop: asyncio.Event) -> Callable[[], None]:

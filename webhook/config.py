@@ -99,6 +99,16 @@ class Config:
     plugin_memory_mb: int = field(
         default=8, metadata={"help": "memory cap per plugin runtime, MiB", "key": "pluginMemoryMb"}
     )
+    plugin_quarantine_after: int = field(
+        default=5,
+        metadata={"help": "consecutive calls out of budget or memory after which a plugin is skipped for "
+                  "pluginQuarantineSeconds (0: never)", "key": "pluginQuarantineAfter"},
+    )
+    plugin_quarantine_seconds: float = field(
+        default=30.0,
+        metadata={"help": "first quarantine; doubles while the plugin's trial calls keep failing, "
+                  "up to 10 minutes", "key": "pluginQuarantineSeconds"},
+    )
     review_budget_ms: int = field(
         default=500, metadata={"help": "time budget for one review; past it: allowed, no patch", "key": "reviewBudgetMs"}
     )
@@ -217,6 +227,8 @@ def validate(config: Config) -> None:
         raise ConfigError("shutdownDrainSeconds must be >= 0 and shutdownGraceSeconds > 0")
     if config.max_body_bytes < 1024:
         raise ConfigError("maxBodyBytes must be at least 1024")
+    if config.plugin_quarantine_after < 0 or config.plugin_quarantine_seconds <= 0:
+        raise ConfigError("pluginQuarantineAfter must be >= 0 and pluginQuarantineSeconds > 0")
 
 
 def settings_table() -> str:

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.exposition import choose_encoder
 
 from webhook import __version__
-from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH
+from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH, QUARANTINED
 from webhook.rules import BUILTIN_RULES
 from webhook.types import KNOWN_TYPES, Resolution, canonical_type
 
@@ -47,7 +47,7 @@ OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 UNKNOWN_OPERATION = "unknown"
 ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "timeout", "invalid")
 RESOLUTION_SOURCES = ("builtin", "config", "plugin")
-PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID)
+PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID, QUARANTINED)
 WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
 PLATFORMS = tuple(sorted({r.platform for r in BUILTIN_RULES if r.platform}))
 
@@ -126,7 +126,8 @@ PODS_SEEN = Counter(
 
 PLUGIN_EVALUATIONS = Counter(
     "plugin_evaluations",
-    "Plugin calls, by plugin and outcome (match, no-match, error, budget, memory, invalid).",
+    "Plugin calls, by plugin and outcome (match, no-match, error, budget, memory, invalid; "
+    "quarantined: skipped, not called).",
     ["plugin", "outcome"],
     namespace=NS,
     registry=REGISTRY,
@@ -138,6 +139,14 @@ PLUGIN_LATENCY = Histogram(
     namespace=NS,
     registry=REGISTRY,
     buckets=PLUGIN_BUCKETS,
+)
+PLUGIN_QUARANTINED = Gauge(
+    "plugin_quarantined",
+    "1 while a plugin is skipped because its recent calls kept running out of budget or memory.",
+    ["plugin"],
+    namespace=NS,
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 PLUGINS_LOADED = Gauge(
     "plugins_loaded", "Plugins in the set now in force.", namespace=NS, registry=REGISTRY,
@@ -336,6 +345,12 @@ class PluginMetrics:
         _PLUGIN_EVALUATIONS.get(plugin, outcome if outcome in PLUGIN_OUTCOMES else ERROR).inc()
         _PLUGIN_LATENCY.get(plugin).observe(seconds)
 
+    def skipped(self, plugin: str) -> None:
+        _PLUGIN_EVALUATIONS.get(plugin, QUARANTINED).inc()
+
+    def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
+        PLUGIN_QUARANTINED.labels(plugin).set(1 if quarantined else 0)
+
     def load_failed(self, plugin: str, error: str) -> None:
         with self._lock:
             self._failed.add(plugin)
@@ -350,6 +365,7 @@ class PluginMetrics:
                 if plugins.get(name) != sha:
                     _remove(PLUGIN_INFO, name, sha)
                 if name not in plugins:
+                    _remove(PLUGIN_QUARANTINED, name)
                     for outcome in PLUGIN_OUTCOMES:
                         _remove(PLUGIN_EVALUATIONS, name, outcome)
                     _remove(PLUGIN_LATENCY, name)
@@ -360,6 +376,8 @@ class PluginMetrics:
             self._known_failed = failed | (self._known_failed & set(plugins))
             for name, sha in plugins.items():
                 PLUGIN_INFO.labels(name, sha).set(1)
+                if previous.get(name) != sha:  # a new version starts with a closed breaker
+                    PLUGIN_QUARANTINED.labels(name).set(0)
                 for outcome in PLUGIN_OUTCOMES:
                     PLUGIN_EVALUATIONS.labels(name, outcome)
                 PLUGIN_LATENCY.labels(name)

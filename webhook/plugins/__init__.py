@@ -50,12 +50,20 @@ EMPTY = EmptyPluginSet()
 
 # Outcomes of one plugin evaluation, as counted by the metrics.
 MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID = "match", "no-match", "error", "budget", "memory", "invalid"
+# Counted, not evaluated: the plugin was skipped because it is quarantined (see quarantine.py).
+QUARANTINED = "quarantined"
 
 
 class PluginObserver(Protocol):
     """Where the plugin engine reports what happened; metrics.py implements it, tests record it."""
 
     def evaluated(self, plugin: str, outcome: str, seconds: float) -> None: ...
+
+    def skipped(self, plugin: str) -> None:
+        """A call not made because the plugin is quarantined."""
+        ...
+
+    def quarantine_changed(self, plugin: str, quarantined: bool) -> None: ...
 
     def load_failed(self, plugin: str, error: str) -> None: ...
 
@@ -66,6 +74,12 @@ class PluginObserver(Protocol):
 
 class NullObserver:
     def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def skipped(self, plugin: str) -> None:
+        pass
+
+    def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
         pass
 
     def load_failed(self, plugin: str, error: str) -> None:

@@ -27,6 +27,7 @@ from webhook.plugins import (
     PluginObserver,
 )
 from webhook.plugins.dkjson import parse
+from webhook.plugins.quarantine import ENTERED, Breaker, QuarantinePolicy
 from webhook.plugins.runtime import CallResult, CompileError, PluginRuntime
 
 log = logging.getLogger("workload_tagger.plugins")
@@ -48,10 +49,12 @@ _FAILED = frozenset({ERROR, BUDGET, MEMORY, INVALID})
 @dataclass(frozen=True)
 class PluginLimits:
     """Per-call bounds. 5M Lua 5.1 instructions of a tight loop take 7-11 ms on the 2-core build
-    machine (``make bench`` prints it), so the default budget is about 10 ms of plugin time."""
+    machine (``make bench`` prints it), so the default budget is about 10 ms of plugin time.
+    ``quarantine``: when a plugin that keeps hitting those bounds is skipped for a while."""
 
     instructions: int = 5_000_000
     memory_bytes: int = 8 * 1024 * 1024
+    quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
 
 
 class PluginLoadError(ValueError):
@@ -68,9 +71,12 @@ class PluginLoadError(ValueError):
 
 @dataclass(frozen=True)
 class CompiledPlugin:
+    """A plugin as loaded; its breaker lives as long as this version of its source."""
+
     name: str
     sha256: str
     runtime: PluginRuntime
+    breaker: Breaker
 
 
 def sha256_of(source: str) -> str:
@@ -83,7 +89,7 @@ def compile_plugin(name: str, source: str, limits: PluginLimits) -> CompiledPlug
         runtime = PluginRuntime(name, source, limits.instructions, limits.memory_bytes)
     except CompileError as exc:
         raise PluginLoadError(name, str(exc), exc.line) from None
-    return CompiledPlugin(name, sha256_of(source), runtime)
+    return CompiledPlugin(name, sha256_of(source), runtime, Breaker(limits.quarantine))
 
 
 def validate_plugin(name: str, source: str, limits: PluginLimits, sample_meta_json: str | None = None) -> None:
@@ -114,6 +120,9 @@ class LoadedPluginSet:
         started = time.perf_counter()
         result = plugin.runtime.call(meta_json, prepared)
         self._observer.evaluated(plugin.name, result.outcome, time.perf_counter() - started)
+        change = plugin.breaker.record(result.outcome)
+        if change is not None:
+            self._quarantine_changed(plugin, change == ENTERED, result)
         if result.outcome in _FAILED:
             key = (plugin.name, f"{result.outcome}:{result.error}")
             if key not in self._logged and len(self._logged) < _MAX_LOGGED:
@@ -127,6 +136,23 @@ class LoadedPluginSet:
                 )
         return result
 
+    def _quarantine_changed(self, plugin: CompiledPlugin, entered: bool, result: CallResult) -> None:
+        self._observer.quarantine_changed(plugin.name, entered)
+        breaker = plugin.breaker
+        if entered:
+            log.warning(
+                "plugin %s quarantined for %g s after %d consecutive calls that ran out of budget or memory "
+                "(last: %s); Pods it would claim meanwhile are not tagged by it",
+                plugin.name,
+                breaker.length,
+                breaker.failures,
+                result.outcome,
+                extra={"plugin": plugin.name, "quarantine_seconds": breaker.length},
+            )
+        else:
+            log.info("plugin %s out of quarantine: its trial call succeeded", plugin.name,
+                     extra={"plugin": plugin.name})
+
     def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
         if not self._plugins:
             return
@@ -135,6 +161,9 @@ class LoadedPluginSet:
         for plugin in self._plugins:
             if deadline is not None and time.monotonic() > deadline:
                 return
+            if plugin.breaker.until is not None and not plugin.breaker.allows():
+                self._observer.skipped(plugin.name)
+                continue
             result = self.evaluate(plugin, encoded, prepared)
             if result.outcome == MATCH:
                 yield PluginAnswer(plugin.name, result.workload_type, result.workload_name)
