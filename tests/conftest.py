@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from webhook import certs, server
 from webhook.mutate import PodMutator
@@ -45,6 +46,11 @@ class RunningServer:
         async with self.session.post(self.url + path, data=body, ssl=self.client_ssl,
                                      headers={"Content-Type": "application/json"}) as resp:
             return resp.status, await resp.read()
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """Any method on any path, with the answer's headers (for status, Allow, Connection checks)."""
+        async with self.session.request(method, self.url + path, data=body, ssl=self.client_ssl) as resp:
+            return resp.status, resp.headers, await resp.read()
 
 
 def client_context(ca: Path) -> ssl.SSLContext:
