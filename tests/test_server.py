@@ -198,6 +198,36 @@ async def test_body_over_limit_is_413(start_server: ServerFactory) -> None:
     assert ok_status == 200
 
 
+async def test_body_limit_is_ours_not_the_low_level_default(start_server: ServerFactory) -> None:
+    """aiohttp's low-level requests default to 1 MiB; a 2 MiB review fits our 7 MiB limit."""
+    srv = await start_server(max_body_bytes=7 * 1024 * 1024)
+    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={"blob": "x" * (2 << 20)})
+    resp = await send(srv, review(p))
+    assert "patch" in resp
+
+
+async def test_in_flight_counts_a_review_until_it_is_answered(start_server: ServerFactory, tls_files: TLSFiles) -> None:
+    srv = await start_server()
+    body = json.dumps(review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")],
+                                 annotations={"blob": "x" * 100_000}))).encode()
+    reader, writer = await raw_tls(srv, tls_files)
+    try:
+        writer.write(request_head("POST", "/mutate", len(body), close=True) + body[:1000])
+        await writer.drain()
+        for _ in range(100):
+            if srv.app.in_flight.count == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.app.in_flight.count == 1  # headers in, body still on the wire
+        writer.write(body[1000:])
+        status, _ = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 200
+        assert srv.app.in_flight.count == 0
+        assert await srv.app.in_flight.wait_idle(0.1)
+    finally:
+        writer.close()
+
+
 async def test_huge_integers_are_valid_json(start_server: ServerFactory) -> None:
     srv = await start_server()
     body = review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")]))
