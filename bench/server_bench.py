@@ -1,4 +1,5 @@
-"""End-to-end server benchmark: our real HTTPS server against a bare aiohttp "ceiling" server.
+"""End-to-end server benchmark: our real HTTPS server against a bare aiohttp "ceiling" server
+(bench/ceiling.py: the same low-level aiohttp server as ours, with fixed answers).
 
 Both run as subprocesses pinned to one core (their RSS and CPU are their own); ``wrk`` runs pinned
 to another core over keep-alive connections. For each body size and concurrency the ceiling is

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from webhook import certs, server
 from webhook.mutate import PodMutator
@@ -40,11 +41,17 @@ class RunningServer:
     session: aiohttp.ClientSession
     readiness: server.Readiness
     client_ssl: ssl.SSLContext
+    app: server.WebhookApp
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         async with self.session.post(self.url + path, data=body, ssl=self.client_ssl,
                                      headers={"Content-Type": "application/json"}) as resp:
             return resp.status, await resp.read()
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """Any method on any path, with the answer's headers (for status, Allow, Connection checks)."""
+        async with self.session.request(method, self.url + path, data=body, ssl=self.client_ssl) as resp:
+            return resp.status, resp.headers, await resp.read()
 
 
 def client_context(ca: Path) -> ssl.SSLContext:
@@ -58,7 +65,7 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 @pytest.fixture
 async def start_server(tls_files: TLSFiles) -> AsyncIterator[ServerFactory]:
     """Start the real app over TLS on 127.0.0.1 with an ephemeral port; torn down after the test."""
-    runners: list[web.AppRunner] = []
+    runners: list[web.ServerRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(
@@ -66,7 +73,7 @@ async def start_server(tls_files: TLSFiles) -> AsyncIterator[ServerFactory]:
     ) -> RunningServer:
         readiness = server.Readiness(plugins_synced=lambda: synced)
         app = server.build_app(mutator or PodMutator(Resolver(), lambda: EMPTY), readiness, max_body_bytes)
-        runner = web.AppRunner(app, access_log=None)
+        runner = app.runner()
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server.tls_context(str(tls_files.cert), str(tls_files.key)))
         await site.start()
@@ -75,7 +82,7 @@ async def start_server(tls_files: TLSFiles) -> AsyncIterator[ServerFactory]:
         port = runner.addresses[0][1]
         session = aiohttp.ClientSession()
         sessions.append(session)
-        return RunningServer(f"https://localhost:{port}", port, session, readiness, client_context(tls_files.ca))
+        return RunningServer(f"https://localhost:{port}", port, session, readiness, client_context(tls_files.ca), app)
 
     yield start
     for s in sessions:

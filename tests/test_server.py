@@ -15,6 +15,7 @@ import pytest
 from tests.cases import CASES, Case
 from tests.conftest import ServerFactory, TLSFiles
 from tests.factories import owner, pod, review
+from tests.serverproc import read_response, request_head
 from webhook.mutate import PodMutator
 from webhook.plugins import EMPTY
 from webhook.resolver import Resolver
@@ -197,6 +198,36 @@ async def test_body_over_limit_is_413(start_server: ServerFactory) -> None:
     assert ok_status == 200
 
 
+async def test_body_limit_is_ours_not_the_low_level_default(start_server: ServerFactory) -> None:
+    """aiohttp's low-level requests default to 1 MiB; a 2 MiB review fits our 7 MiB limit."""
+    srv = await start_server(max_body_bytes=7 * 1024 * 1024)
+    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={"blob": "x" * (2 << 20)})
+    resp = await send(srv, review(p))
+    assert "patch" in resp
+
+
+async def test_in_flight_counts_a_review_until_it_is_answered(start_server: ServerFactory, tls_files: TLSFiles) -> None:
+    srv = await start_server()
+    body = json.dumps(review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")],
+                                 annotations={"blob": "x" * 100_000}))).encode()
+    reader, writer = await raw_tls(srv, tls_files)
+    try:
+        writer.write(request_head("POST", "/mutate", len(body), close=True) + body[:1000])
+        await writer.drain()
+        for _ in range(100):
+            if srv.app.in_flight.count == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.app.in_flight.count == 1  # headers in, body still on the wire
+        writer.write(body[1000:])
+        status, _ = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 200
+        assert srv.app.in_flight.count == 0
+        assert await srv.app.in_flight.wait_idle(0.1)
+    finally:
+        writer.close()
+
+
 async def test_huge_integers_are_valid_json(start_server: ServerFactory) -> None:
     srv = await start_server()
     body = review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")]))
@@ -243,3 +274,101 @@ async def test_internal_failure_allows_without_patch(start_server: ServerFactory
     srv = await start_server(PodMutator(Resolver(), lambda: Broken()))
     resp = await send(srv, review(pod(name="x", owners=[owner("example.com/v1", "Widget", "w")])))
     assert "patch" not in resp
+
+
+# --- routing and HTTP edges: what the apiserver, probes, scrapers and curl see -----------------
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/"), ("POST", "/"), ("GET", "/nope"), ("POST", "/mutate/"), ("POST", "/validate"), ("GET", "/healthz/"),
+])
+async def test_unknown_paths_are_404(start_server: ServerFactory, method: str, path: str) -> None:
+    srv = await start_server()
+    status, _, body = await srv.request(method, path)
+    assert status == 404
+    assert body == b"404: Not Found"
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("GET", "/mutate", "POST"),
+    ("PUT", "/mutate", "POST"),
+    ("HEAD", "/mutate", "POST"),
+    ("POST", "/healthz", "GET,HEAD"),
+    ("DELETE", "/readyz", "GET,HEAD"),
+    ("POST", "/metrics", "GET,HEAD"),
+    ("OPTIONS", "/metrics", "GET,HEAD"),
+])
+async def test_wrong_method_is_405_with_allow(start_server: ServerFactory, method: str, path: str, allow: str) -> None:
+    srv = await start_server()
+    status, headers, _ = await srv.request(method, path)
+    assert status == 405
+    assert headers["Allow"] == allow
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_head_answers_like_get_without_a_body(start_server: ServerFactory, path: str) -> None:
+    srv = await start_server()
+    get_status, _, get_body = await srv.request("GET", path)
+    head_status, _, head_body = await srv.request("HEAD", path)
+    assert get_status == head_status == 200
+    assert get_body and head_body == b""
+
+
+async def test_query_strings_do_not_change_the_route(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    status, _, body = await srv.request("GET", "/healthz?verbose=1")
+    assert (status, body) == (200, b"ok\n")
+    status, raw = await srv.post("/mutate?timeout=10s", json.dumps(review(CASES[0].pod)).encode())
+    assert status == 200 and "patch" in json.loads(raw)["response"]
+
+
+async def test_metrics_are_exposed_on_the_serving_port(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    await send(srv, review(CASES[0].pod))
+    status, headers, body = await srv.request("GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    assert b"workload_tagger_admission_requests_total" in body
+
+
+async def test_shutting_down_asks_keep_alive_clients_to_reconnect(start_server: ServerFactory) -> None:
+    srv = await start_server()
+    status, headers, _ = await srv.request("POST", "/mutate", json.dumps(review(CASES[0].pod)).encode())
+    assert status == 200 and headers.get("Connection") != "close"
+    srv.readiness.shutting_down = True
+    status, headers, _ = await srv.request("POST", "/mutate", json.dumps(review(CASES[0].pod)).encode())
+    assert status == 200 and headers["Connection"] == "close"
+
+
+async def raw_tls(srv: Any, tls_files: TLSFiles) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ctx = ssl.create_default_context(cafile=str(tls_files.ca))
+    return await asyncio.open_connection("127.0.0.1", srv.port, ssl=ctx, server_hostname="localhost")
+
+
+async def test_expect_100_continue_is_honoured(start_server: ServerFactory, tls_files: TLSFiles) -> None:
+    """curl sends large bodies only after "100 Continue" (or after waiting a second for it)."""
+    srv = await start_server()
+    body = json.dumps(review(CASES[0].pod)).encode()
+    reader, writer = await raw_tls(srv, tls_files)
+    try:
+        writer.write(request_head("POST", "/mutate", len(body), close=True).replace(
+            b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+        assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+        assert await reader.readline() == b"\r\n"
+        writer.write(body)
+        status, raw = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 200 and "patch" in json.loads(raw)["response"]
+    finally:
+        writer.close()
+
+
+async def test_unknown_expectation_is_417(start_server: ServerFactory, tls_files: TLSFiles) -> None:
+    srv = await start_server()
+    reader, writer = await raw_tls(srv, tls_files)
+    try:
+        writer.write(request_head("POST", "/mutate", 2, close=True).replace(
+            b"\r\n\r\n", b"\r\nExpect: 200-ok\r\n\r\n") + b"{}")
+        status, _ = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 417
+    finally:
+        writer.close()

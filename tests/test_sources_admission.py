@@ -23,7 +23,8 @@ from typing import Any
 
 import jsonpatch
 import kmock as kmock_lib
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from tests.fakeapi import core_api
 from tests.recorders import eventually
@@ -95,7 +96,9 @@ async def test_every_answer_comes_from_one_whole_set(kmock: kmock_lib.Kubernetes
     )
     readiness = Readiness(certs_loaded=True, plugins_synced=source.synced)
     app = build_app(PodMutator(Resolver(), lambda: registry.current), readiness, max_body_bytes=1 << 20)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+    raw = RawTestServer(app.handler, host="127.0.0.1")
+    await raw.start_server(request_factory=app.make_request, access_log=None)  # how app.runner() serves it
+    async with TestClient[web.BaseRequest, None](raw) as http:
         ready = await http.get("/readyz")
         assert ready.status == 503 and "plugin source not synced yet" in await ready.text()
         source.start()

@@ -443,7 +443,7 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
+async def metrics_handler(request: web.BaseRequest) -> web.Response:
     body, content_type = exposition(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 

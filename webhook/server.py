@@ -1,8 +1,16 @@
-"""The HTTPS front door: aiohttp app, TLS, health, graceful stop.
+"""The HTTPS front door: aiohttp low-level server, TLS, health, graceful stop.
 
 The hot path (`/mutate`) runs synchronously inside the handler: decode, resolve, patch,
 encode are CPU-only and sub-millisecond, so handing them to a thread would cost more than
 it saves. Nothing on it talks to the Kubernetes API.
+
+We serve through aiohttp's low-level ``web.Server`` with a four-entry route table of our own,
+not ``web.Application``: its router resolution, match-info and handler wrapping are per-request
+work we do not need. Measured with both servers alternating in one run (everyday Pods, 10
+plugins, 4 KB, concurrency 64): server CPU per review 60 → 55 µs, and 32 → 30 µs for the bare
+ceiling (bench/ceiling.py), which made the same switch. What the Application layer did for us
+that clients can see (404, 405 with ``Allow``, HEAD on GET routes, ``Expect: 100-continue``, the
+body limit) is done here explicitly and pinned by tests/test_server.py.
 """
 
 from __future__ import annotations
@@ -14,10 +22,13 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11, RawRequestMessage
+from aiohttp.streams import StreamReader
 
 from webhook import admission, metrics
 from webhook.mutate import ERROR, MUTATED, UNCHANGED, PodMutator
@@ -100,13 +111,89 @@ class InFlight:
         return True
 
 
-IN_FLIGHT = web.AppKey("in_flight", InFlight)
+Route = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+RouteTable = Mapping[str, Mapping[str, Route]]
 
 
-def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) -> web.Application:
+@dataclass(frozen=True)
+class WebhookApp:
+    """What the server serves: one low-level handler, its in-flight count and its body limit.
+
+    One object for `serve_until_stopped`, the tests and the benchmarks to pass around, so none of
+    them can serve the handler without the body limit or shut down without the in-flight count.
+    """
+
+    handler: Route
+    in_flight: InFlight
+    max_body_bytes: int
+
+    def make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        """aiohttp's request factory, with our body limit (the low-level default is 1 MiB)."""
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, task.get_loop(), client_max_size=self.max_body_bytes
+        )
+
+    def runner(self, shutdown_timeout: float = 60.0) -> web.ServerRunner:
+        """A runner for a low-level server of this app; call it inside the loop that will serve."""
+        server = web.Server(self.handler, request_factory=self.make_request, access_log=None)
+        return web.ServerRunner(server, shutdown_timeout=shutdown_timeout, handle_signals=False)
+
+
+def route_table(post: Mapping[str, Route], get: Mapping[str, Route]) -> dict[str, dict[str, Route]]:
+    """path → method → route; a GET route answers HEAD too (aiohttp drops the body), as ``add_get`` did."""
+    table: dict[str, dict[str, Route]] = {path: {hdrs.METH_POST: route} for path, route in post.items()}
+    for path, route in get.items():
+        table.setdefault(path, {}).update({hdrs.METH_GET: route, hdrs.METH_HEAD: route})
+    return table
+
+
+def dispatcher(table: RouteTable) -> Route:
+    """The whole router: two dict lookups on the exact path (query string aside) and method.
+
+    404 for a path we do not serve, 405 naming the allowed methods in ``Allow`` otherwise; raised
+    as aiohttp HTTP exceptions, which its protocol layer turns into those responses.
+    """
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        if request.headers.get(hdrs.EXPECT):
+            await answer_expectation(request)
+        methods = table.get(request.path)
+        if methods is None:
+            raise web.HTTPNotFound()
+        route = methods.get(request.method)
+        if route is None:
+            raise web.HTTPMethodNotAllowed(request.method, methods)
+        return await route(request)
+
+    return dispatch
+
+
+async def answer_expectation(request: web.BaseRequest) -> None:
+    """``Expect: 100-continue`` gets its interim answer, any other expectation a 417.
+
+    curl sends a large body only after "100 Continue" (or after waiting a second for it);
+    web.Application answered it for every route, the low-level server does not on its own.
+    """
+    if request.version != HttpVersion11:
+        return
+    expect = request.headers[hdrs.EXPECT]
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not part of the response's size
+
+
+def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) -> WebhookApp:
     in_flight = InFlight()
 
-    async def mutate(request: web.Request) -> web.Response:
+    async def mutate(request: web.BaseRequest) -> web.Response:
         in_flight.enter()
         try:
             body = await request.read()  # raises 413 past client_max_size
@@ -138,22 +225,20 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         metrics.observe_admission(req.operation, decision.outcome, time.perf_counter() - started)
         return out
 
-    async def healthz(_: web.Request) -> web.Response:
+    async def healthz(_: web.BaseRequest) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def readyz(_: web.BaseRequest) -> web.Response:
         reasons = readiness.reasons()
         if reasons:
             return web.Response(status=503, text="not ready: " + "; ".join(reasons) + "\n")
         return web.Response(text="ok\n")
 
-    app = web.Application(client_max_size=max_body_bytes)
-    app[IN_FLIGHT] = in_flight
-    app.router.add_post("/mutate", mutate)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics.metrics_handler)
-    return app
+    table = route_table(
+        post={"/mutate": mutate},
+        get={"/healthz": healthz, "/readyz": readyz, "/metrics": metrics.metrics_handler},
+    )
+    return WebhookApp(dispatcher(table), in_flight, max_body_bytes)
 
 
 def orjson_error(message: str) -> str:
@@ -165,7 +250,7 @@ def orjson_error(message: str) -> str:
 def event_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when asked for or (``auto``) installed, else asyncio's own loop (None).
 
-    uvloop serves the same aiohttp app with markedly less CPU per request (see bench/server_bench.py).
+    uvloop serves the same aiohttp server with markedly less CPU per request (see bench/server_bench.py).
     """
     if choice == "asyncio":
         return None
@@ -179,7 +264,7 @@ def event_loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEve
 
 
 async def serve_until_stopped(
-    app: web.Application,
+    app: WebhookApp,
     host: str,
     port: int,
     ctx: ssl.SSLContext,
@@ -205,7 +290,7 @@ async def serve_until_stopped(
             loop.add_signal_handler(sig, stop.set)
     drain_s = max(0.0, min(drain_s, grace_s))
     close_s = min(1.0, grace_s / 4)  # aiohttp's last word: closing connections, cancelling leftovers
-    runner = web.AppRunner(app, shutdown_timeout=close_s, access_log=None, handle_signals=False)
+    runner = app.runner(shutdown_timeout=close_s)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=reuse_port or None)
     await site.start()
@@ -219,11 +304,11 @@ async def serve_until_stopped(
     if drain_s:
         await asyncio.sleep(drain_s)
     await site.stop()
-    in_flight = app.get(IN_FLIGHT)
+    in_flight = app.in_flight
     left = max(0.0, grace_s - close_s - (loop.time() - signalled))
     log.info("stopped accepting; finishing in-flight reviews",
-             extra={"in_flight": in_flight.count if in_flight else 0, "seconds_left": round(left, 3)})
-    if in_flight is not None and not await in_flight.wait_idle(left):
+             extra={"in_flight": in_flight.count, "seconds_left": round(left, 3)})
+    if not await in_flight.wait_idle(left):
         log.warning("grace period over: cancelling unfinished reviews", extra={"in_flight": in_flight.count})
     await runner.cleanup()
     log.info("stopped")
