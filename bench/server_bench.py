@@ -1,5 +1,7 @@
 """End-to-end server benchmark: our real HTTPS server against a bare aiohttp "ceiling" server
-(bench/ceiling.py: the same low-level aiohttp server as ours, with fixed answers).
+(bench/ceiling.py: the same low-level aiohttp server as ours, with fixed answers), and a "floor" server
+(the same, echoing the review's uid: the least any correct webhook must do) to show how much of
+the ceiling's budget is gone before resolution starts.
 
 Both run as subprocesses pinned to one core (their RSS and CPU are their own); ``wrk`` runs pinned
 to another core over keep-alive connections. For each body size and concurrency the ceiling is
@@ -186,9 +188,9 @@ def ours_cmd(port: int, cert: Path, key: Path, dimension: PluginDimension, event
     return cmd
 
 
-def ceiling_cmd(port: int, cert: Path, key: Path, event_loop: str) -> list[str]:
+def ceiling_cmd(port: int, cert: Path, key: Path, event_loop: str, answer: str = "fixed") -> list[str]:
     return [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--cert-file", str(cert),
-            "--key-file", str(key), "--event-loop", event_loop]
+            "--key-file", str(key), "--event-loop", event_loop, "--answer", answer]
 
 
 def run_wrk(port: int, script: Path, body: Path, concurrency: int, seconds: float, cpu: int | None) -> dict[str, int]:
@@ -268,30 +270,33 @@ def run(dimensions: Sequence[PluginDimension], seconds: float, event_loop: str) 
                 bodies[traffic, size].write_bytes(review_body(traffic, target))
         ceiling = ServerProcess("ceiling", [], free_port(), server_cpu)
         ceiling.cmd = ceiling_cmd(ceiling.port, cert, key, event_loop)
+        floor = ServerProcess("floor", [], free_port(), server_cpu)
+        floor.cmd = ceiling_cmd(floor.port, cert, key, event_loop, answer="uid")
         ours: list[tuple[PluginDimension, ServerProcess]] = []
         for dim in dimensions:
             port = free_port()
             ours.append((dim, ServerProcess("ours", ours_cmd(port, cert, key, dim, event_loop), port, server_cpu)))
         results: list[Measurement] = []
-        with running([ceiling, *(s for _, s in ours)]):
+        with running([ceiling, floor, *(s for _, s in ours)]):
             for (traffic, _), body in bodies.items():
                 check_answer(ceiling, body.read_bytes(), traffic)
+                check_answer(floor, body.read_bytes(), traffic)
                 for _, srv in ours:
                     check_answer(srv, body.read_bytes(), traffic)
-            for srv in [ceiling, *(s for _, s in ours)]:  # warm-up: connections, caches, allocator
+            for srv in [ceiling, floor, *(s for _, s in ours)]:  # warm-up: connections, caches, allocator
                 run_wrk(srv.port, script, bodies["everyday", "4KB"], 8, 1, load_cpu)
             for size, conc in cells():
                 base = measure(ceiling, "-", "-", size, conc, script, bodies["everyday", size], seconds, load_cpu)
                 results.append(base)
-                for dim, srv in ours:
-                    for traffic in dim.traffic:
-                        m = measure(srv, dim.label, traffic, size, conc, script, bodies[traffic, size], seconds,
-                                    load_cpu)
-                        m.throughput_ratio = m.rps / base.rps if base.rps else None
-                        m.p99_ratio = m.p99_ms / base.p99_ms if base.p99_ms else None
-                        m.cpu_ratio = (base.cpu_us_per_request / m.cpu_us_per_request
-                                       if m.cpu_us_per_request else None)
-                        results.append(m)
+                runs = [(None, floor, "everyday")] + [(dim, srv, t) for dim, srv in ours for t in dim.traffic]
+                for dim, srv, traffic in runs:
+                    m = measure(srv, dim.label if dim else "-", traffic, size, conc, script, bodies[traffic, size],
+                                seconds, load_cpu)
+                    m.throughput_ratio = m.rps / base.rps if base.rps else None
+                    m.p99_ratio = m.p99_ms / base.p99_ms if base.p99_ms else None
+                    m.cpu_ratio = (base.cpu_us_per_request / m.cpu_us_per_request
+                                   if m.cpu_us_per_request else None)
+                    results.append(m)
             peaks = {"ceiling": ceiling.status_kib("VmHWM")}
             peaks |= {f"ours ({dim.label})": srv.status_kib("VmHWM") for dim, srv in ours}
         return results, peaks
@@ -325,6 +330,13 @@ def summary(results: Sequence[Measurement], peaks: dict[str, int], dimensions: S
     out = []
     failed = sum(m.errors for m in results)
     out.append(f"failed requests (connect/read/write/timeout/non-2xx) over all cells: {failed}")
+    floors = [m for m in results if m.server == "floor"]
+    if floors:
+        thr = min(floors, key=lambda m: m.throughput_ratio or 0)
+        p99 = max(floors, key=lambda m: m.p99_ratio or 0)
+        out.append(f"floor (a webhook that only echoes the uid, no resolution): throughput worst cell "
+                   f"{_ratio(thr.throughput_ratio)} x ceiling ({thr.size} c={thr.concurrency}), p99 worst cell "
+                   f"{_ratio(p99.p99_ratio)} x ({p99.size} c={p99.concurrency})")
     for t in targets(results, peaks, dimensions):
         out.append(f"{t.name}: {t.measured} [{'ok' if t.met else 'MISS'}]")
     return out
