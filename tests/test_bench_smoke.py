@@ -1,0 +1,42 @@
+"""`make bench` in miniature: the server benchmark's real servers, wrk and table, with short cells.
+
+Not a speed test (no number is compared with a target here): it keeps the benchmark from rotting
+between the rare `make bench` runs — every server answers correctly under wrk, the ratios are
+computed against the ceiling measured in the same cell, and the targets table is produced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import deepflow_plugins, server_bench
+from bench.targets import render
+
+
+@pytest.mark.slow
+def test_server_benchmark_runs_every_server_and_reports_ratios(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_CONCURRENCY", "8")
+    one = server_bench.PluginDimension("1 plugin", 1, str(deepflow_plugins.write(tmp_path / "p1", 1)))
+    dims = [server_bench.NO_PLUGINS, one]
+    results, peaks = server_bench.run(dims, 1, "auto")  # wrk takes whole seconds
+
+    cells = {(m.server, m.plugins, m.traffic, m.size) for m in results}
+    for size in server_bench.SIZES:
+        assert ("ceiling", "-", "-", size) in cells
+        assert ("floor", "-", "everyday", size) in cells
+        for dim in dims:
+            for traffic in server_bench.TRAFFIC:
+                assert ("ours", dim.label, traffic, size) in cells
+    assert all(m.requests > 0 and m.errors == 0 for m in results), results
+    assert all(m.throughput_ratio and m.p99_ratio and m.cpu_ratio for m in results if m.server != "ceiling")
+    assert set(peaks) == {"ceiling", "ours (0 plugins)", "ours (1 plugin)"} and all(v > 0 for v in peaks.values())
+
+    table = server_bench.render(results, peaks, 1, "auto", dims)
+    assert "floor (a webhook that only echoes the uid" in table
+    targets = server_bench.targets(results, peaks, dims)
+    names = [t.name for t in targets]
+    assert any("throughput >= 0.75 x ceiling" in n for n in names)
+    assert "no failed requests during the benchmark" in render(targets)
