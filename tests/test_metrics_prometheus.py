@@ -281,6 +281,9 @@ def drive_round(hook: RunningWebhook, round_no: int, flaky_observer: metrics.Plu
     # A second plugin, as the engine would report it: 3 of its 5 calls fail one way or another.
     for outcome in ("match", "no-match", "error", "budget", "memory"):
         flaky_observer.evaluated(FLAKY, outcome, 0.004)
+    # ... after which the engine quarantines it and skips its next call.
+    flaky_observer.quarantine_changed(FLAKY, True)
+    flaky_observer.skipped(FLAKY)
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +358,9 @@ def test_plugin_values_read_back_equal_the_calls(scraped: Scraped, job: str) -> 
     for outcome in ("match", "no-match", "error", "budget", "memory"):
         assert v(job, EVALUATIONS, plugin=FLAKY, outcome=outcome) == 2, outcome
     assert v(job, EVALUATIONS, plugin=FLAKY, outcome="invalid") == 0
+    assert v(job, EVALUATIONS, plugin=FLAKY, outcome="quarantined") == 2
+    assert v(job, "workload_tagger_plugin_quarantined", plugin=FLAKY) == 1
+    assert v(job, "workload_tagger_plugin_quarantined", plugin=STUB) == 0
     assert v(job, PLUGIN_LATENCY + "_count", plugin=FLAKY) == 10
     assert v(job, PLUGIN_LATENCY + "_bucket", plugin=FLAKY, le="0.0025") == 0
     assert v(job, PLUGIN_LATENCY + "_bucket", plugin=FLAKY, le="0.005") == 10
