@@ -203,3 +203,45 @@ def test_exposition_negotiates_openmetrics_for_prometheus() -> None:
     assert body.rstrip().endswith(b"# EOF")
     text, plain = metrics.exposition(None)
     assert plain.startswith("text/plain; version=0.0.4") and b"# EOF" not in text
+
+
+def test_reviews_are_tallied_then_counted_in_bulk_before_any_read() -> None:
+    mutated = ("workload_tagger_admission_requests_total", (("operation", "CREATE"), ("outcome", "mutated")))
+    skipped = ("workload_tagger_admission_requests_total", (("operation", "UPDATE"), ("outcome", "skipped")))
+    kruise = ("workload_tagger_resolutions_total", (("source", "builtin"), ("workload_type", "CloneSet")))
+    unresolved = ("workload_tagger_resolutions_total", (("source", "none"), ("workload_type", "none")))
+    openkruise = ("workload_tagger_pods_seen_total", (("platform", "OpenKruise"),))
+    timed = ("workload_tagger_admission_duration_seconds_count", ())
+    watched = (mutated, skipped, kruise, unresolved, openkruise, timed)
+    before = {key: val(key[0], **dict(key[1])) or 0.0 for key in watched}
+    pending = metrics.REVIEWS._pending
+    for i in range(5):  # different workloads, one key: the tally does not grow with Pod names
+        res = Resolution("CloneSet", f"cart-{i}", "OpenKruise", "builtin:openkruise-cloneset")
+        metrics.observe_review("CREATE", "mutated", res, 0.0002)
+    metrics.observe_review("CREATE", "unchanged", None, 0.0002)
+    metrics.observe_review("UPDATE", "skipped", None, 0.0001)
+    assert len(pending) == 3 and sum(pending.values()) == 7
+    after = {key: val(key[0], **dict(key[1])) or 0.0 for key in watched}  # reading the registry flushes
+    assert {key: after[key] - before[key] for key in watched} == {
+        mutated: 5, skipped: 1, kruise: 5, unresolved: 1, openkruise: 5, timed: 7,
+    }
+    assert metrics.REVIEWS._pending == {}
+
+
+async def test_periodic_flush_counts_reviews_without_a_read_and_flushes_once_more_at_stop() -> None:
+    import asyncio
+
+    metrics.REVIEWS.flush()
+    start = val("workload_tagger_admission_requests_total", operation="DELETE", outcome="skipped") or 0.0
+    child = metrics._ADMISSION_REQUESTS.get("DELETE", "skipped")
+    stop = asyncio.Event()
+    task = asyncio.create_task(metrics.flush_periodically(stop))
+    metrics.observe_review("DELETE", "skipped", None, 0.0001)
+    deadline = asyncio.get_running_loop().time() + metrics.FLUSH_SECONDS * 3
+    while child._value.get() < start + 1:  # the child itself: reading the registry would flush
+        assert asyncio.get_running_loop().time() < deadline, "no periodic flush"
+        await asyncio.sleep(0.05)
+    metrics.observe_review("DELETE", "skipped", None, 0.0001)
+    stop.set()
+    await task
+    assert child._value.get() == start + 2

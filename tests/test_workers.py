@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import TLSFiles
 from tests.factories import owner, pod, review
 from tests.serverproc import ServeProcess
-from webhook import workers
+from webhook import metrics, workers
 
 
 def children(pid: int) -> list[int]:
@@ -125,6 +125,9 @@ async def test_metrics_sum_every_worker_whichever_answers_the_scrape(tls_files: 
         sent = 30
         answers = await asyncio.gather(*(srv.request("POST", "/mutate", body) for _ in range(sent)))
         assert all(status == 200 for status, _ in answers)
+        # Each worker adds its counts to the shared files at least every FLUSH_SECONDS (the one
+        # answering a scrape also right before it), so wait that long for the other worker's.
+        await asyncio.sleep(metrics.FLUSH_SECONDS + 1.0)
         series = 'workload_tagger_admission_requests_total{operation="CREATE",outcome="mutated"}'
         seen = []
         for _ in range(8):  # each scrape is a new connection: the kernel hands it to either worker

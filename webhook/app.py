@@ -196,6 +196,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
     gc.freeze()
     reloader = CertReloader(ctx, config.cert_file, config.key_file, on_loaded=metrics.set_cert_expiry)
     reload_task = asyncio.create_task(reloader.run(stop))
+    flush_task = asyncio.create_task(metrics.flush_periodically(stop))
     metrics_runner = (
         await metrics.start_metrics_server(config.host, config.metrics_port, reuse_port=reuse_port)
         if config.metrics_port
@@ -209,6 +210,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
     finally:
         stop.set()
         await reload_task
+        await flush_task
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         if source is not None:

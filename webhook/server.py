@@ -31,7 +31,7 @@ from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from webhook import admission, metrics
-from webhook.mutate import ERROR, MUTATED, UNCHANGED, PodMutator
+from webhook.mutate import ERROR, PodMutator
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -218,11 +218,8 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
                 "resolution failed; allowed without patch",
                 extra={"uid": req.uid, "error": decision.error},
             )
-        if decision.outcome in (MUTATED, UNCHANGED):
-            metrics.observe_resolution(decision.resolution)
-            metrics.observe_platform(decision.resolution.platform if decision.resolution else None)
         out = admission.encode(decision.response)
-        metrics.observe_admission(req.operation, decision.outcome, time.perf_counter() - started)
+        metrics.observe_review(req.operation, decision.outcome, decision.resolution, time.perf_counter() - started)
         return out
 
     async def healthz(_: web.BaseRequest) -> web.Response:
