@@ -306,6 +306,16 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
+def worst_cells(cells: Sequence[Measurement]) -> tuple[Measurement, Measurement, Measurement]:
+    """The cells with the lowest throughput ratio, the highest p99 ratio and the lowest CPU ratio."""
+    return (min(cells, key=lambda m: m.throughput_ratio or 0), max(cells, key=lambda m: m.p99_ratio or 0),
+            min(cells, key=lambda m: m.cpu_ratio or 0))
+
+
+def worst_cell(m: Measurement, ratio: float | None) -> str:
+    return f"worst cell {_ratio(ratio)} ({m.size} c={m.concurrency})"
+
+
 def render(results: Sequence[Measurement], peaks: dict[str, int], seconds: float, event_loop: str,
            dimensions: Sequence[PluginDimension]) -> str:
     lines = [
@@ -332,11 +342,9 @@ def summary(results: Sequence[Measurement], peaks: dict[str, int], dimensions: S
     out.append(f"failed requests (connect/read/write/timeout/non-2xx) over all cells: {failed}")
     floors = [m for m in results if m.server == "floor"]
     if floors:
-        thr = min(floors, key=lambda m: m.throughput_ratio or 0)
-        p99 = max(floors, key=lambda m: m.p99_ratio or 0)
-        out.append(f"floor (a webhook that only echoes the uid, no resolution): throughput worst cell "
-                   f"{_ratio(thr.throughput_ratio)} x ceiling ({thr.size} c={thr.concurrency}), p99 worst cell "
-                   f"{_ratio(p99.p99_ratio)} x ({p99.size} c={p99.concurrency})")
+        thr, p99, _ = worst_cells(floors)
+        out.append(f"floor (a webhook that only echoes the uid, no resolution), as ratios of the ceiling: "
+                   f"throughput {worst_cell(thr, thr.throughput_ratio)}, p99 {worst_cell(p99, p99.p99_ratio)}")
     for t in targets(results, peaks, dimensions):
         out.append(f"{t.name}: {t.measured} [{'ok' if t.met else 'MISS'}]")
     return out
@@ -349,17 +357,15 @@ def targets(results: Sequence[Measurement], peaks: dict[str, int],
     top = max(dimensions, key=lambda d: d.count)
     everyday = [m for m in results if m.plugins == top.label and m.traffic == "everyday"]
     if everyday:
-        thr = min(everyday, key=lambda m: m.throughput_ratio or 0)
-        p99 = max(everyday, key=lambda m: m.p99_ratio or 0)
-        cpu = min(everyday, key=lambda m: m.cpu_ratio or 0)
+        thr, p99, cpu = worst_cells(everyday)
         out.append(Target(f"everyday, {top.label}: throughput >= {TARGET_THROUGHPUT_RATIO} x ceiling",
-                          f"worst cell {_ratio(thr.throughput_ratio)} ({thr.size} c={thr.concurrency})",
+                          worst_cell(thr, thr.throughput_ratio),
                           (thr.throughput_ratio or 0) >= TARGET_THROUGHPUT_RATIO))
         out.append(Target(f"everyday, {top.label}: p99 <= {TARGET_P99_RATIO} x ceiling",
-                          f"worst cell {_ratio(p99.p99_ratio)} ({p99.size} c={p99.concurrency})",
+                          worst_cell(p99, p99.p99_ratio),
                           (p99.p99_ratio or 0) <= TARGET_P99_RATIO))
         out.append(Target(f"everyday, {top.label}: CPU-normalised throughput >= {TARGET_THROUGHPUT_RATIO} x ceiling",
-                          f"worst cell {_ratio(cpu.cpu_ratio)} ({cpu.size} c={cpu.concurrency})",
+                          worst_cell(cpu, cpu.cpu_ratio),
                           (cpu.cpu_ratio or 0) >= TARGET_THROUGHPUT_RATIO))
     rss = peaks.get(f"ours ({top.label})", 0) / 1024
     out.append(Target(f"peak RSS with {top.label} <= {TARGET_PEAK_RSS_MIB:g} MiB", f"{rss:.1f} MiB",

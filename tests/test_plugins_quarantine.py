@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from prometheus_client import generate_latest
 
+from tests.test_metrics import val
 from tests.test_plugins_registry import META, NOT_MINE, Recorder, answering
 from webhook import metrics
 from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH, QUARANTINED, PluginAnswer
@@ -130,33 +130,23 @@ def test_quarantine_off_runs_the_looping_plugin_every_time() -> None:
     assert rec.evaluations == [("a-loop", BUDGET)] * 8 and rec.quarantines == []
 
 
-def scrape(name: str) -> dict[str, float]:
-    """Samples of one metric family from the registry's text exposition, keyed by their label text."""
-    out = {}
-    for line in generate_latest(metrics.REGISTRY).decode().splitlines():
-        if line.startswith(name + "{"):
-            labels, _, value = line.rpartition(" ")
-            out[labels[len(name):]] = float(value)
-    return out
-
-
 def test_metrics_count_skipped_calls_and_show_the_quarantine() -> None:
     reg = PluginRegistry(LIMITS, metrics.PluginMetrics())
     reg.apply({"q-loop": LOOP, "q-other": NOT_MINE}, origin="test")
     gauge = "workload_tagger_plugin_quarantined"
-    assert scrape(gauge)['{plugin="q-loop"}'] == 0 and scrape(gauge)['{plugin="q-other"}'] == 0
+    assert val(gauge, plugin="q-loop") == 0 and val(gauge, plugin="q-other") == 0
     for _ in range(5):
         list(reg.current.answers(META))
-    calls = scrape("workload_tagger_plugin_evaluations_total")
-    assert calls['{outcome="budget",plugin="q-loop"}'] == 3
-    assert calls['{outcome="quarantined",plugin="q-loop"}'] == 2
-    assert calls['{outcome="no-match",plugin="q-other"}'] == 5
-    assert scrape(gauge)['{plugin="q-loop"}'] == 1
+    calls = "workload_tagger_plugin_evaluations_total"
+    assert val(calls, outcome="budget", plugin="q-loop") == 3
+    assert val(calls, outcome="quarantined", plugin="q-loop") == 2
+    assert val(calls, outcome="no-match", plugin="q-other") == 5
+    assert val(gauge, plugin="q-loop") == 1
 
     reg.apply({"q-loop": NOT_MINE.replace("s)", "meta)"), "q-other": NOT_MINE}, origin="test")
-    assert scrape(gauge)['{plugin="q-loop"}'] == 0  # the new version starts afresh
+    assert val(gauge, plugin="q-loop") == 0  # the new version starts afresh
     reg.apply({"q-other": NOT_MINE}, origin="test")
-    assert '{plugin="q-loop"}' not in scrape(gauge)
+    assert val(gauge, plugin="q-loop") is None
     reg.apply({}, origin="test")
 
 

@@ -508,8 +508,8 @@ def exposition(accept: str | None = None) -> tuple[bytes, str]:
     answering a scrape reads them all, so counters are the sum over workers, whichever one answers.
     """
     encoder, content_type = choose_encoder(accept or "")
-    REVIEWS.flush()  # this worker's counts into its multiprocess files before they are read
     if os.environ.get(MULTIPROC_ENV):
+        REVIEWS.flush()  # this worker's counts into its files; REGISTRY flushes itself when read (_FlushFirst)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return encoder(merged), content_type

@@ -50,15 +50,15 @@ class Breaker:
         self.until: float | None = None  # quarantined until this clock() value; None: closed
         self.length = policy.seconds
 
-    @property
-    def quarantined(self) -> bool:
-        """True while calls are being skipped (the trial window, once reached, is not)."""
-        return self.until is not None and self.clock() < self.until
-
     def allows(self) -> bool:
         """Whether the next call may run: always when closed, else once the quarantine is over (the trial)."""
         until = self.until
         return until is None or self.clock() >= until
+
+    @property
+    def quarantined(self) -> bool:
+        """True while calls are being skipped (the trial window, once reached, is not)."""
+        return not self.allows()
 
     def record(self, outcome: str) -> str | None:
         """Account for one call's outcome; returns :data:`ENTERED` or :data:`LIFTED` on a change."""

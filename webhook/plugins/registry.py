@@ -161,7 +161,7 @@ class LoadedPluginSet:
         for plugin in self._plugins:
             if deadline is not None and time.monotonic() > deadline:
                 return
-            if plugin.breaker.until is not None and not plugin.breaker.allows():
+            if not plugin.breaker.allows():
                 self._observer.skipped(plugin.name)
                 continue
             result = self.evaluate(plugin, encoded, prepared)
