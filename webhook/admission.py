@@ -7,13 +7,15 @@ a well-formed one is always answered ``allowed: true``.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import orjson
+
+from webhook.patch import Patch
+from webhook.types import NO_METADATA, PodMeta
 
 SUPPORTED_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
 
@@ -47,8 +49,38 @@ class AdmissionRequest:
 class AdmissionResponse:
     api_version: str
     uid: str
-    patch: list[dict[str, Any]] | None = None
+    patch: Patch | None = None
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class PodObject:
+    """A Pod as mutation reads it: what the rules read, decoded; the whole metadata on demand.
+
+    ``review_body`` is the review the skimmer read it from: only plugins need the whole metadata,
+    so everyday Pods never pay for turning managedFields and friends into Python objects.
+    """
+
+    meta: PodMeta  # NO_METADATA when the object has none
+    has_metadata: bool
+    review_body: bytes | None = None
+    metadata_mapping: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> PodObject | None:
+        """From a decoded object (the full decoder, the CLI); None when its metadata is not a mapping."""
+        meta = obj.get("metadata")
+        if meta is None:
+            return cls(NO_METADATA, False, metadata_mapping={})
+        if not isinstance(meta, dict):
+            return None
+        return cls(PodMeta.of(meta), True, metadata_mapping=meta)
+
+    def metadata(self) -> dict[str, Any]:
+        """The whole metadata mapping (decoded at most once)."""
+        if self.metadata_mapping is None:
+            self.metadata_mapping = whole_metadata(self.review_body) if self.review_body is not None else {}
+        return self.metadata_mapping
 
 
 def loads(body: bytes | str) -> Any:
@@ -111,14 +143,24 @@ def decode(body: bytes) -> AdmissionRequest:
     )
 
 
-class _Object(msgspec.Struct):
-    metadata: Any = msgspec.UNSET
+class _Object(msgspec.Struct, gc=False):
+    metadata: PodMeta | None = None
 
 
-class _Request(msgspec.Struct, rename="camel"):
-    uid: Any = None
+class _GroupVersionKind(msgspec.Struct, gc=False):
+    group: Any = None
+    version: Any = None
     kind: Any = None
+
+
+class _Resource(msgspec.Struct, gc=False):
     resource: Any = None
+
+
+class _Request(msgspec.Struct, rename="camel", gc=False):
+    uid: Any = None
+    kind: _GroupVersionKind | None = None
+    resource: _Resource | None = None
     sub_resource: Any = None
     namespace: Any = None
     operation: Any = None
@@ -126,23 +168,48 @@ class _Request(msgspec.Struct, rename="camel"):
     object: _Object | None = None
 
 
-class _Review(msgspec.Struct, rename="camel"):
+class _Review(msgspec.Struct, rename="camel", gc=False):
     api_version: Any = None
     kind: Any = None
     request: _Request | None = None
 
 
+class _WholeMetadata(msgspec.Struct, gc=False):
+    metadata: Any = None
+
+
+class _WholeMetadataRequest(msgspec.Struct, gc=False):
+    object: _WholeMetadata | None = None
+
+
+class _WholeMetadataReview(msgspec.Struct, gc=False):
+    request: _WholeMetadataRequest | None = None
+
+
 _SKIMMER = msgspec.json.Decoder(_Review)
+_WHOLE_METADATA = msgspec.json.Decoder(_WholeMetadataReview)
+_NO_GVK = _GroupVersionKind()
+_NO_RESOURCE = _Resource()
+
+
+def whole_metadata(body: bytes) -> dict[str, Any]:
+    """The Pod's whole metadata from a review the skimmer accepted (so this decode cannot fail)."""
+    review = _WHOLE_METADATA.decode(body)
+    obj = review.request.object if review.request is not None else None
+    meta = obj.metadata if obj is not None else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def decode_for_mutation(body: bytes) -> AdmissionRequest:
-    """:func:`decode` for the webhook's hot path: same checks, same answers, but ``object`` keeps
-    only the Pod's ``metadata`` (all that mutation reads).
+    """:func:`decode` for the webhook's hot path: same checks, same answers, but ``object`` is a
+    :class:`PodObject` holding the four metadata fields the rules read.
 
-    The rest of the review (the Pod spec: 90% of a 40 KB body) is syntax-checked and skipped
-    instead of being built into Python objects, which makes decoding ~4x cheaper. Any body the
-    schema does not fit (a non-object ``request``, a number out of range, broken JSON) goes to
-    :func:`decode`, so edge cases and error messages have exactly one implementation.
+    The rest of the review (the Pod spec: 90% of a 40 KB body) and the rest of the metadata
+    (managedFields, most labels' neighbours) are syntax-checked and skipped instead of being built
+    into Python objects; only when a plugin needs the whole metadata is it decoded, once. Any body
+    the schema does not fit (a non-object ``request``, ``kind`` or ``metadata``, a number out of
+    range, broken JSON) goes to :func:`decode`, so edge cases and error messages have exactly one
+    implementation.
     """
     try:
         review = _SKIMMER.decode(body)
@@ -155,37 +222,42 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
             return decode(body)
     request = review.request
     api_version = review.api_version
-    if review.kind != "AdmissionReview" or not isinstance(api_version, str) or request is None:
+    if review.kind != "AdmissionReview" or request is None or type(api_version) is not str:
         return decode(body)  # rejected: let the full decoder say why
     if api_version not in SUPPORTED_API_VERSIONS:
         return decode(body)  # rejected: let the full decoder say why
     uid = request.uid
-    if not isinstance(uid, str) or not uid:
+    if type(uid) is not str or not uid:
         return decode(body)
-    gvk = request.kind if isinstance(request.kind, dict) else {}
-    resource = request.resource if isinstance(request.resource, dict) else {}
+    gvk = request.kind or _NO_GVK
     namespace = request.namespace
     obj = request.object
+    if obj is None:
+        pod = None
+    elif obj.metadata is None:
+        pod = PodObject(NO_METADATA, False, metadata_mapping={})
+    else:
+        pod = PodObject(obj.metadata, True, body)
     return AdmissionRequest(
-        api_version=api_version,
-        uid=uid,
-        operation=_str(request.operation),
-        group=_str(gvk.get("group")),
-        version=_str(gvk.get("version")),
-        kind=_str(gvk.get("kind")),
-        resource=_str(resource.get("resource")),
-        sub_resource=_str(request.sub_resource),
-        namespace=namespace if isinstance(namespace, str) and namespace else None,
-        object=None if obj is None else {} if obj.metadata is msgspec.UNSET else {"metadata": obj.metadata},
-        dry_run=request.dry_run is True,
+        api_version,
+        uid,
+        _str(request.operation),
+        _str(gvk.group),
+        _str(gvk.version),
+        _str(gvk.kind),
+        _str((request.resource or _NO_RESOURCE).resource),
+        _str(request.sub_resource),
+        namespace if type(namespace) is str and namespace else None,
+        pod,
+        request.dry_run is True,
     )
 
 
 def encode(response: AdmissionResponse) -> bytes:
     body: dict[str, Any] = {"uid": response.uid, "allowed": True}
-    if response.patch:
+    if response.patch is not None:
         body["patchType"] = "JSONPatch"
-        body["patch"] = base64.b64encode(orjson.dumps(response.patch)).decode("ascii")
+        body["patch"] = response.patch.encoded
     if response.warnings:
         body["warnings"] = list(response.warnings)
     return orjson.dumps({"apiVersion": response.api_version, "kind": "AdmissionReview", "response": body})

@@ -16,12 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from webhook.admission import AdmissionRequest, AdmissionResponse
-from webhook.patch import DEFAULT_PREFIX, annotation_ops, desired_annotations
+from webhook.admission import AdmissionRequest, AdmissionResponse, PodObject
+from webhook.patch import DEFAULT_PREFIX, PatchBuilder
 from webhook.plugins import PluginSet
-from webhook.resolver import Resolver
+from webhook.resolver import Resolver, plugin_input
 from webhook.types import Resolution
 
 # Outcomes, as counted by the metrics: mutated (a patch was sent), unchanged (a Pod we
@@ -51,6 +50,7 @@ class PodMutator:
         self.resolver = resolver
         self.plugins = plugins
         self.prefix = prefix
+        self.patches = PatchBuilder(prefix)
         self.operations = operations
         self.budget_seconds = budget_seconds
         self.clock = clock
@@ -60,28 +60,28 @@ class PodMutator:
         if not request.is_pod or request.operation not in self.operations:
             return Decision(allow, SKIPPED)
         obj = request.object
-        if not isinstance(obj, dict):
+        pod = obj if type(obj) is PodObject else PodObject.of(obj) if isinstance(obj, dict) else None
+        if pod is None:
             return Decision(allow, UNCHANGED)
         try:
-            return self._mutate(request, obj, allow)
+            return self._mutate(request, pod, allow)
         except Exception as exc:  # never let our own failure break a Pod creation
             return Decision(allow, ERROR, error=f"{type(exc).__name__}: {exc}")
 
-    def _mutate(self, request: AdmissionRequest, obj: dict[str, Any], allow: AdmissionResponse) -> Decision:
-        raw_meta = obj.get("metadata")
-        if raw_meta is not None and not isinstance(raw_meta, dict):
-            return Decision(allow, UNCHANGED)
-        meta: dict[str, Any] = raw_meta or {}
-        namespace = meta.get("namespace") or request.namespace
+    def _mutate(self, request: AdmissionRequest, pod: PodObject, allow: AdmissionResponse) -> Decision:
+        meta = pod.meta
+        namespace = meta.namespace or request.namespace
+
+        def meta_json() -> str:
+            return plugin_input(pod.metadata(), namespace)
+
         deadline = self.clock() + self.budget_seconds if self.budget_seconds else None
-        resolution = self.resolver.resolve(meta, namespace, self.plugins(), deadline, self.clock)
+        resolution = self.resolver.resolve_pod(meta, meta_json, self.plugins(), deadline, self.clock)
         if deadline is not None and self.clock() > deadline:
             return Decision(allow, TIMEOUT, error="review budget exceeded: answered without a patch")
         if resolution is None:
             return Decision(allow, UNCHANGED)
-        ops = annotation_ops(raw_meta, desired_annotations(resolution, self.prefix))
-        if not ops:
+        patch = self.patches.build(resolution, meta.annotations, pod.has_metadata)
+        if patch is None:
             return Decision(allow, UNCHANGED, resolution)
-        return Decision(
-            AdmissionResponse(request.api_version, request.uid, ops), MUTATED, resolution
-        )
+        return Decision(AdmissionResponse(request.api_version, request.uid, patch), MUTATED, resolution)

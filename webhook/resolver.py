@@ -19,12 +19,13 @@ from webhook.plugins import EMPTY, PluginSet
 from webhook.rules import (
     BUILTIN_RULES,
     OwnerRule,
-    PodView,
     RuleTable,
     select_owner,
     virtual_kubelet,
 )
-from webhook.types import Resolution, canonical_type
+from webhook.types import PodMeta, Resolution, canonical_type
+
+MetaJson = Callable[[], str]  # the plugins' input, built only if a plugin is asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +49,8 @@ class Resolver:
             return canon
         return value if self.settings.allow_custom_types else None
 
-    def by_rules(self, meta: Mapping[str, Any]) -> Resolution | None:
-        pod = PodView(meta.get("labels"), meta.get("annotations"))
-        owner = select_owner(meta.get("ownerReferences"))
+    def by_rules(self, pod: PodMeta) -> Resolution | None:
+        owner = select_owner(pod.owner_references)
         found = self.table.match(owner, pod) if owner is not None else virtual_kubelet(pod)
         if found is None:
             return None
@@ -63,15 +63,14 @@ class Resolver:
 
     def by_plugins(
         self,
-        meta: Mapping[str, Any],
-        namespace: str | None,
+        meta_json: MetaJson,
         plugins: PluginSet,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
         if not plugins.names:
             return None
-        for answer in plugins.answers(plugin_input(meta, namespace), deadline):
+        for answer in plugins.answers(meta_json(), deadline):
             if deadline is not None and clock() > deadline:
                 return None  # do not pull further plugins past the budget, whatever the set does
             wtype = self.accept_type(answer.workload_type)
@@ -87,9 +86,25 @@ class Resolver:
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
+        """The answer for a Pod's metadata mapping (every door but `/mutate`, which uses :meth:`resolve_pod`)."""
+        return self.resolve_pod(PodMeta.of(meta), lambda: plugin_input(meta, namespace), plugins, deadline, clock)
+
+    def resolve_pod(
+        self,
+        pod: PodMeta,
+        meta_json: MetaJson,
+        plugins: PluginSet = EMPTY,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Resolution | None:
+        """The answer from what the rules read, plus the plugins' JSON input, made only when a plugin runs.
+
+        The webhook decodes :class:`PodMeta` straight from the review and keeps the whole metadata
+        as undecoded bytes, so everyday Pods (answered by the rules) never build it.
+        """
         if self.settings.plugins_first:
-            return self.by_plugins(meta, namespace, plugins, deadline, clock) or self.by_rules(meta)
-        return self.by_rules(meta) or self.by_plugins(meta, namespace, plugins, deadline, clock)
+            return self.by_plugins(meta_json, plugins, deadline, clock) or self.by_rules(pod)
+        return self.by_rules(pod) or self.by_plugins(meta_json, plugins, deadline, clock)
 
 
 def plugin_input(meta: Mapping[str, Any], namespace: str | None) -> str:

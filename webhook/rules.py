@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.types import Resolution, canonical_type
+from webhook.types import PodMeta, Resolution, canonical_type
 
 # The CronJob controller names a Job `<cronjob>-<scheduled time in minutes since the epoch>`.
 # Pods carry no CronJob label, so that suffix is the only signal; accept it only when the number
@@ -45,42 +45,16 @@ class Owner:
         return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
 
 
-@dataclass(slots=True)  # not frozen, like Owner
-class PodView:
-    """Pod labels and annotations as the object holds them, read one key at a time.
-
-    A rule looks at one or two keys, so nothing is copied or scanned up front: a key whose map
-    or value is not a string reads as absent (""), which is how malformed input is ignored.
-    """
-
-    labels_raw: object
-    annotations_raw: object
-
-    def label(self, key: str) -> str:
-        return _str_at(self.labels_raw, key)
-
-    def annotation(self, key: str) -> str:
-        return _str_at(self.annotations_raw, key)
-
-
-def _str_at(mapping: object, key: str) -> str:
-    if type(mapping) is dict:
-        value = mapping.get(key)
-        if type(value) is str:
-            return value
-    return ""
-
-
 # A derivation returns (type, name) or None to let the next rule for this owner try.
-Derivation = Callable[["OwnerRule", Owner, PodView], tuple[str, str] | None]
+Derivation = Callable[["OwnerRule", Owner, PodMeta], tuple[str, str] | None]
 
 
-def _owner_name(rule: OwnerRule, owner: Owner, pod: PodView) -> tuple[str, str] | None:
+def _owner_name(rule: OwnerRule, owner: Owner, pod: PodMeta) -> tuple[str, str] | None:
     return rule.workload_type, owner.name
 
 
 def _strip_label_hash(label: str) -> Derivation:
-    def derive(rule: OwnerRule, owner: Owner, pod: PodView) -> tuple[str, str] | None:
+    def derive(rule: OwnerRule, owner: Owner, pod: PodMeta) -> tuple[str, str] | None:
         suffix = pod.label(label)
         if not suffix:
             return None
@@ -92,14 +66,14 @@ def _strip_label_hash(label: str) -> Derivation:
     return derive
 
 
-def _cronjob_suffix(rule: OwnerRule, owner: Owner, pod: PodView) -> tuple[str, str] | None:
+def _cronjob_suffix(rule: OwnerRule, owner: Owner, pod: PodMeta) -> tuple[str, str] | None:
     m = _CRON_SUFFIX.match(owner.name)
     if m and CRONJOB_MIN_MINUTES <= int(m["minutes"]) <= CRONJOB_MAX_MINUTES:
         return rule.workload_type, m["base"]
     return None
 
 
-def _deployment_config(rule: OwnerRule, owner: Owner, pod: PodView) -> tuple[str, str] | None:
+def _deployment_config(rule: OwnerRule, owner: Owner, pod: PodMeta) -> tuple[str, str] | None:
     name = pod.annotation(DC_NAME_ANNOTATION)
     return (rule.workload_type, name) if name else None
 
@@ -208,7 +182,7 @@ class RuleTable:
         for rule in self.rules:
             self._by_key.setdefault((rule.group, rule.kind), []).append(rule)
 
-    def match(self, owner: Owner, pod: PodView) -> Resolution | None:
+    def match(self, owner: Owner, pod: PodMeta) -> Resolution | None:
         for key in ((owner.group, owner.kind), ("*", owner.kind)):
             for rule in self._by_key.get(key, ()):
                 derived = DERIVATIONS[rule.derive](rule, owner, pod)
@@ -238,7 +212,7 @@ def select_owner(owner_refs: object) -> Owner | None:
     return first
 
 
-def virtual_kubelet(pod: PodView) -> Resolution | None:
+def virtual_kubelet(pod: PodMeta) -> Resolution | None:
     """Serverless virtual-kubelet Pods have no owner; the provider writes the workload into labels."""
     if pod.label(VK_CLUSTER_TYPE) not in VK_CLUSTER_TYPES:
         return None

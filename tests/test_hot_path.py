@@ -1,0 +1,91 @@
+"""The everyday review's shortcuts: the whole metadata is built only for plugins, patches are built
+once per workload, and neither changes an answer (the fuzz tests compare against the full decoder)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import orjson
+
+from tests.factories import owner, pod, review
+from tests.test_resolver_plugins import Recording
+from webhook import admission
+from webhook.mutate import MUTATED, UNCHANGED, PodMutator
+from webhook.patch import DEFAULT_PREFIX, PatchBuilder, annotation_ops, desired_annotations
+from webhook.plugins import EMPTY
+from webhook.resolver import Resolver, plugin_input
+from webhook.types import Resolution
+
+MANAGED = [{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]
+
+
+def everyday_body(name: str = "web-7c5ddbdf54-abcde", annotations: dict[str, str] | None = None) -> bytes:
+    obj = pod(generate_name="web-7c5ddbdf54-", labels={"pod-template-hash": "7c5ddbdf54", "app": "web"},
+              annotations=annotations, owners=[owner("apps/v1", "ReplicaSet", "web-7c5ddbdf54")])
+    obj["metadata"]["name"] = name
+    obj["metadata"]["managedFields"] = MANAGED
+    return orjson.dumps(review(obj))
+
+
+def test_rules_answer_without_building_the_whole_metadata() -> None:
+    request = admission.decode_for_mutation(everyday_body())
+    pod_object = request.object
+    assert isinstance(pod_object, admission.PodObject)
+    decision = PodMutator(Resolver(), lambda: Recording([("never", "Job", "x")])).handle(request)
+    assert decision.outcome == MUTATED and decision.resolution is not None
+    assert decision.resolution.workload_name == "web"
+    assert pod_object.metadata_mapping is None  # managedFields and the rest were skipped, never built
+
+
+def test_plugins_get_the_whole_metadata_with_the_namespace_filled_in() -> None:
+    obj = pod(name="w-0", namespace=None, labels={"a": "b"}, owners=[owner("example.com/v1", "Widget", "w")])
+    obj["metadata"]["managedFields"] = MANAGED
+    body = orjson.dumps(review(obj, namespace="prod"))
+    plugins = Recording([("widget", "Deployment", "w")])
+    decision = PodMutator(Resolver(), lambda: plugins).handle(admission.decode_for_mutation(body))
+    assert decision.outcome == MUTATED
+    assert plugins.inputs == [plugin_input(obj["metadata"], "prod")]
+    assert json.loads(plugins.inputs[0])["namespace"] == "prod"
+    assert json.loads(plugins.inputs[0])["managedFields"] == MANAGED
+
+
+def test_pods_of_one_workload_share_one_precomputed_patch() -> None:
+    mutator = PodMutator(Resolver(), lambda: EMPTY)
+    team = {"team": "shop"}
+    first = mutator.handle(admission.decode_for_mutation(everyday_body("web-7c5ddbdf54-aaaaa", team))).response.patch
+    second = mutator.handle(admission.decode_for_mutation(everyday_body("web-7c5ddbdf54-bbbbb", team))).response.patch
+    assert first is not None and first is second
+    ops = json.loads(base64.b64decode(first.encoded))
+    assert ops == list(first.ops)
+    assert [op["path"] for op in ops] == [
+        "/metadata/annotations/workload-tagger.io~1workload-type", "/metadata/annotations/workload-tagger.io~1workload-name",
+        "/metadata/annotations/workload-tagger.io~1resolved-by"]
+
+
+def test_a_patch_is_keyed_by_which_of_our_keys_the_pod_already_has() -> None:
+    mutator = PodMutator(Resolver(), lambda: EMPTY)
+    done = {f"{DEFAULT_PREFIX}{k}": "x" for k in ("workload-type", "workload-name", "resolved-by")}
+    untouched = mutator.handle(admission.decode_for_mutation(everyday_body(annotations=done)))
+    assert untouched.outcome == UNCHANGED and untouched.response.patch is None
+    partial = mutator.handle(admission.decode_for_mutation(everyday_body(annotations={f"{DEFAULT_PREFIX}workload-type": "x"})))
+    assert partial.response.patch is not None
+    assert [op["path"].rsplit("~1", 1)[1] for op in partial.response.patch.ops] == ["workload-name", "resolved-by"]
+    fresh = mutator.handle(admission.decode_for_mutation(everyday_body(annotations={"team": "shop"})))
+    assert fresh.response.patch is not None and len(fresh.response.patch.ops) == 3
+    bare = mutator.handle(admission.decode_for_mutation(everyday_body()))
+    assert bare.response.patch is not None and [op["path"] for op in bare.response.patch.ops] == ["/metadata/annotations"]
+
+
+def test_the_builder_agrees_with_annotation_ops_in_every_state_and_stays_bounded() -> None:
+    builder = PatchBuilder(capacity=3)
+    keys = [f"{DEFAULT_PREFIX}workload-type", f"{DEFAULT_PREFIX}platform"]
+    states: list[tuple[object, bool]] = [(None, False), (None, True), ({}, True), ({keys[0]: "a"}, True),
+                                         ({keys[0]: "a", keys[1]: "b", "other": "c"}, True), ("junk", True), ([], True)]
+    for i in range(10):
+        resolution = Resolution("StatefulSet", f"db-{i}", "OpenKruise" if i % 2 else None, "builtin:statefulset")
+        for current, has_metadata in states:
+            ops = annotation_ops(current, desired_annotations(resolution), has_metadata)
+            patch = builder.build(resolution, current, has_metadata)
+            assert (list(patch.ops) if patch else []) == ops
+            assert len(builder._cache) <= 3
