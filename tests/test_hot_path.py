@@ -89,3 +89,19 @@ def test_the_builder_agrees_with_annotation_ops_in_every_state_and_stays_bounded
             patch = builder.build(resolution, current, has_metadata)
             assert (list(patch.ops) if patch else []) == ops
             assert len(builder._cache) <= 3
+
+
+def test_duplicate_keys_read_as_the_full_decoder_reads_them() -> None:
+    """JSON allows duplicate keys; both decoders keep the last, for the review's fields and the rules' alike."""
+    from tests.test_fuzz_admission import same_decoding
+
+    body = (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a","uid":"b",'
+            b'"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"DELETE","operation":"CREATE",'
+            b'"object":{"metadata":{"labels":{"x":"1"}},"metadata":{"labels":{"x":"2","x":"3"},'
+            b'"ownerReferences":[{"apiVersion":"apps/v1","kind":"StatefulSet","name":"db","name":"db2",'
+            b'"controller":true}]}}}}')
+    same_decoding(body)
+    request = admission.decode_for_mutation(body)
+    assert request.uid == "b" and request.operation == "CREATE"
+    decision = PodMutator(Resolver(), lambda: EMPTY).handle(request)
+    assert decision.resolution is not None and decision.resolution.workload_name == "db2"

@@ -245,3 +245,35 @@ async def test_periodic_flush_counts_reviews_without_a_read_and_flushes_once_mor
     stop.set()
     await task
     assert child._value.get() == start + 2
+
+
+def test_tallied_latencies_expose_exactly_what_observe_would() -> None:
+    """Bulk-added latencies against a histogram fed one ``observe`` per review: same buckets, count, sum.
+
+    Values sit on, just under and just over bucket bounds (``le`` is inclusive), below the first
+    and past the last; this also guards the histogram internals the tally adds to.
+    """
+    from prometheus_client import CollectorRegistry, Histogram
+
+    registry = CollectorRegistry()
+    tallied = Histogram("tallied_seconds", "t", registry=registry, buckets=metrics.ADMISSION_BUCKETS)
+    observed = Histogram("observed_seconds", "o", registry=registry, buckets=metrics.ADMISSION_BUCKETS)
+    tally = metrics.ReviewTally(tallied, metrics.ADMISSION_BUCKETS)
+    values = [0.0, 0.00001, *metrics.ADMISSION_BUCKETS]
+    values += [b * 1.000001 for b in metrics.ADMISSION_BUCKETS] + [b * 0.999999 for b in metrics.ADMISSION_BUCKETS]
+    values += [100.0, 0.0003, 0.0003]
+    for seconds in values:
+        tally.add("CREATE", "mutated", None, seconds)
+        observed.observe(seconds)
+    tally.flush()
+    tally.flush()  # a second flush with nothing pending adds nothing
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        family = next(f for f in registry.collect() if f.name == name)
+        return [(s.name.removeprefix(name), s.labels, s.value) for s in family.samples if not s.name.endswith("_created")]
+
+    got, want = samples("tallied_seconds"), samples("observed_seconds")
+    assert [(n, lb) for n, lb, _ in got] == [(n, lb) for n, lb, _ in want]
+    for (name, labels, g), (_, _, w) in zip(got, want, strict=True):
+        assert g == pytest.approx(w, rel=1e-12), (name, labels)
+    assert dict((n, v) for n, lb, v in got if n == "_count") == {"_count": len(values)}

@@ -8,7 +8,6 @@ a well-formed one is always answered ``allowed: true``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -24,10 +23,10 @@ class AdmissionError(ValueError):
     """The body is not an AdmissionReview we can answer; the message is sent back as-is."""
 
 
-# Request and response are built once per review on the hot path; they are not frozen because a
-# frozen dataclass sets every field through object.__setattr__, which made decoding ~15% slower.
-@dataclass(slots=True)
-class AdmissionRequest:
+# The values built once per review on the hot path are msgspec Structs rather than dataclasses:
+# same shape and typing, but a C __init__ instead of generated Python (a tenth of the bytecode an
+# everyday review ran). Not GC-tracked: they hold JSON values and each other, never a cycle.
+class AdmissionRequest(msgspec.Struct, gc=False):
     api_version: str
     uid: str
     operation: str
@@ -45,16 +44,14 @@ class AdmissionRequest:
         return self.group == "" and self.kind == "Pod" and not self.sub_resource
 
 
-@dataclass(slots=True)
-class AdmissionResponse:
+class AdmissionResponse(msgspec.Struct, gc=False):
     api_version: str
     uid: str
     patch: Patch | None = None
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(slots=True)
-class PodObject:
+class PodObject(msgspec.Struct, gc=False):
     """A Pod as mutation reads it: what the rules read, decoded; the whole metadata on demand.
 
     ``review_body`` is the review the skimmer read it from: only plugins need the whole metadata,
@@ -147,30 +144,33 @@ class _Object(msgspec.Struct, gc=False):
     metadata: PodMeta | None = None
 
 
+# Typed as the API server sends them. A value of another type (``"operation": 5``, a null kind)
+# fails validation here and the review goes to decode(), which reads it as "" like any absent
+# field, so typing the fields changes no answer and saves the hot path the checks.
 class _GroupVersionKind(msgspec.Struct, gc=False):
-    group: Any = None
-    version: Any = None
-    kind: Any = None
+    group: str = ""
+    version: str = ""
+    kind: str = ""
 
 
 class _Resource(msgspec.Struct, gc=False):
-    resource: Any = None
+    resource: str = ""
 
 
 class _Request(msgspec.Struct, rename="camel", gc=False):
-    uid: Any = None
-    kind: _GroupVersionKind | None = None
-    resource: _Resource | None = None
-    sub_resource: Any = None
-    namespace: Any = None
-    operation: Any = None
-    dry_run: Any = None
+    uid: str = ""
+    kind: _GroupVersionKind = msgspec.field(default_factory=_GroupVersionKind)
+    resource: _Resource = msgspec.field(default_factory=_Resource)
+    sub_resource: str = ""
+    namespace: str = ""
+    operation: str = ""
+    dry_run: bool = False
     object: _Object | None = None
 
 
 class _Review(msgspec.Struct, rename="camel", gc=False):
-    api_version: Any = None
-    kind: Any = None
+    api_version: str = ""
+    kind: str = ""
     request: _Request | None = None
 
 
@@ -188,8 +188,6 @@ class _WholeMetadataReview(msgspec.Struct, gc=False):
 
 _SKIMMER = msgspec.json.Decoder(_Review)
 _WHOLE_METADATA = msgspec.json.Decoder(_WholeMetadataReview)
-_NO_GVK = _GroupVersionKind()
-_NO_RESOURCE = _Resource()
 
 
 def whole_metadata(body: bytes) -> dict[str, Any]:
@@ -222,15 +220,10 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
             return decode(body)
     request = review.request
     api_version = review.api_version
-    if review.kind != "AdmissionReview" or request is None or type(api_version) is not str:
+    if review.kind != "AdmissionReview" or request is None or api_version not in SUPPORTED_API_VERSIONS:
         return decode(body)  # rejected: let the full decoder say why
-    if api_version not in SUPPORTED_API_VERSIONS:
-        return decode(body)  # rejected: let the full decoder say why
-    uid = request.uid
-    if type(uid) is not str or not uid:
+    if not request.uid:
         return decode(body)
-    gvk = request.kind or _NO_GVK
-    namespace = request.namespace
     obj = request.object
     if obj is None:
         pod = None
@@ -238,18 +231,19 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
         pod = PodObject(NO_METADATA, False, metadata_mapping={})
     else:
         pod = PodObject(obj.metadata, True, body)
+    gvk = request.kind
     return AdmissionRequest(
         api_version,
-        uid,
-        _str(request.operation),
-        _str(gvk.group),
-        _str(gvk.version),
-        _str(gvk.kind),
-        _str((request.resource or _NO_RESOURCE).resource),
-        _str(request.sub_resource),
-        namespace if type(namespace) is str and namespace else None,
+        request.uid,
+        request.operation,
+        gvk.group,
+        gvk.version,
+        gvk.kind,
+        request.resource.resource,
+        request.sub_resource,
+        request.namespace or None,
         pod,
-        request.dry_run is True,
+        request.dry_run,
     )
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from webhook.admission import AdmissionRequest, AdmissionResponse, PodObject
 from webhook.patch import DEFAULT_PREFIX, PatchBuilder
@@ -29,8 +30,7 @@ from webhook.types import Resolution
 MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT = "mutated", "unchanged", "skipped", "error", "timeout"
 
 
-@dataclass(slots=True)  # not frozen: built once per review, see AdmissionRequest
-class Decision:
+class Decision(msgspec.Struct, gc=False):  # one per review: a Struct, see AdmissionRequest
     response: AdmissionResponse
     outcome: str
     resolution: Resolution | None = None
@@ -84,4 +84,5 @@ class PodMutator:
         patch = self.patches.build(resolution, meta.annotations, pod.has_metadata)
         if patch is None:
             return Decision(allow, UNCHANGED, resolution)
-        return Decision(AdmissionResponse(request.api_version, request.uid, patch), MUTATED, resolution)
+        allow.patch = patch
+        return Decision(allow, MUTATED, resolution)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from webhook.types import PodMeta, Resolution, canonical_type
 
@@ -32,8 +34,7 @@ STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 DC_NAME_ANNOTATION = "openshift.io/deployment-config.name"
 
 
-@dataclass(slots=True)  # not frozen: built once per review; frozen __init__ costs ~3x more
-class Owner:
+class Owner(msgspec.Struct, gc=False):  # one per review: a Struct, see admission.AdmissionRequest
     """The owner reference a Pod is attributed to (the controller one, else the first)."""
 
     api_version: str
@@ -98,10 +99,10 @@ class OwnerRule:
     platform: str | None = None
     derive: str = "owner-name"
     source: str = "builtin"
+    resolved_by: str = field(init=False, compare=False)  # "source:name", the resolved-by annotation
 
-    @property
-    def resolved_by(self) -> str:
-        return f"{self.source}:{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolved_by", f"{self.source}:{self.name}")  # once, not per match
 
 
 BUILTIN_RULES: tuple[OwnerRule, ...] = (
@@ -178,17 +179,26 @@ class RuleTable:
             if rule.derive not in DERIVATIONS:
                 raise RuleConfigError(f"rule {rule.name!r}: unknown derivation {rule.derive!r}")
         self.rules = tuple(rules)
-        self._by_key: dict[tuple[str, str], list[OwnerRule]] = {}
+        self._by_key: dict[tuple[str, str], list[tuple[OwnerRule, Derivation]]] = {}
         for rule in self.rules:
-            self._by_key.setdefault((rule.group, rule.kind), []).append(rule)
+            self._by_key.setdefault((rule.group, rule.kind), []).append((rule, DERIVATIONS[rule.derive]))
 
     def match(self, owner: Owner, pod: PodMeta) -> Resolution | None:
-        for key in ((owner.group, owner.kind), ("*", owner.kind)):
-            for rule in self._by_key.get(key, ()):
-                derived = DERIVATIONS[rule.derive](rule, owner, pod)
-                if derived is not None and derived[1]:
-                    return Resolution(derived[0], derived[1], rule.platform, rule.resolved_by)
-        return None
+        """The first row for the owner's exact group, then for any group, whose derivation answers."""
+        exact = self._by_key.get((owner.group, owner.kind))
+        found = _first_answer(exact, owner, pod) if exact else None
+        if found is None:
+            wildcard = self._by_key.get(("*", owner.kind))
+            found = _first_answer(wildcard, owner, pod) if wildcard else None
+        return found
+
+
+def _first_answer(rows: list[tuple[OwnerRule, Derivation]], owner: Owner, pod: PodMeta) -> Resolution | None:
+    for rule, derive in rows:
+        derived = derive(rule, owner, pod)
+        if derived is not None and derived[1]:
+            return Resolution(derived[0], derived[1], rule.platform, rule.resolved_by)
+    return None
 
 
 def select_owner(owner_refs: object) -> Owner | None:

@@ -7,7 +7,6 @@ each other (the data flows one way: admission -> resolver -> patch -> admission)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -35,8 +34,7 @@ def canonical_type(value: str) -> str | None:
     return _CANONICAL.get(value.lower())
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(msgspec.Struct, gc=False):  # one per review: a Struct, see admission.AdmissionRequest
     """Who a Pod belongs to, and which rule or plugin said so (written to the `resolved-by` annotation)."""
 
     workload_type: str
