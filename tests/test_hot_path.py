@@ -105,3 +105,18 @@ def test_duplicate_keys_read_as_the_full_decoder_reads_them() -> None:
     assert request.uid == "b" and request.operation == "CREATE"
     decision = PodMutator(Resolver(), lambda: EMPTY).handle(request)
     assert decision.resolution is not None and decision.resolution.workload_name == "db2"
+
+
+def test_plugins_take_the_metadata_text_the_api_server_sent() -> None:
+    """With the namespace in the metadata there is nothing to add: plugins get the review's own
+    JSON text of it (Go's escapes and key order, as DeepFlow's plugins see), not a re-encoding."""
+    meta_text = ('{"name":"w-0","namespace":"prod","labels":{"note":"a \\u003c b \\u0026 c"},'
+                 '"ownerReferences":[{"apiVersion":"example.com/v1","kind":"Widget","name":"w","controller":true}]}')
+    body = ('{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u",'
+            '"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"prod",'
+            f'"object":{{"kind":"Pod","metadata": {meta_text} ,"spec":{{}}}}}}}}').encode()
+    plugins = Recording([("widget", "Deployment", "w")])
+    decision = PodMutator(Resolver(), lambda: plugins).handle(admission.decode_for_mutation(body))
+    assert decision.outcome == MUTATED
+    assert plugins.inputs == [meta_text]
+    assert json.loads(plugins.inputs[0])["labels"]["note"] == "a < b & c"

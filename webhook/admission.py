@@ -54,13 +54,15 @@ class AdmissionResponse(msgspec.Struct, gc=False):
 class PodObject(msgspec.Struct, gc=False):
     """A Pod as mutation reads it: what the rules read, decoded; the whole metadata on demand.
 
-    ``review_body`` is the review the skimmer read it from: only plugins need the whole metadata,
-    so everyday Pods never pay for turning managedFields and friends into Python objects.
+    ``raw_metadata`` is the metadata's JSON text exactly as the review carried it (the skimmer
+    checked its syntax and built nothing): only plugins need the whole metadata, and they take it
+    as JSON text anyway, so everyday Pods never pay for turning managedFields and friends into
+    Python objects, and plugins get the API server's own serialization.
     """
 
     meta: PodMeta  # NO_METADATA when the object has none
     has_metadata: bool
-    review_body: bytes | None = None
+    raw_metadata: bytes | None = None
     metadata_mapping: dict[str, Any] | None = None
 
     @classmethod
@@ -76,7 +78,8 @@ class PodObject(msgspec.Struct, gc=False):
     def metadata(self) -> dict[str, Any]:
         """The whole metadata mapping (decoded at most once)."""
         if self.metadata_mapping is None:
-            self.metadata_mapping = whole_metadata(self.review_body) if self.review_body is not None else {}
+            value = loads(self.raw_metadata) if self.raw_metadata is not None else {}
+            self.metadata_mapping = value if isinstance(value, dict) else {}
         return self.metadata_mapping
 
 
@@ -141,7 +144,7 @@ def decode(body: bytes) -> AdmissionRequest:
 
 
 class _Object(msgspec.Struct, gc=False):
-    metadata: PodMeta | None = None
+    metadata: msgspec.Raw = msgspec.Raw()  # empty when absent
 
 
 # Typed as the API server sends them. A value of another type (``"operation": 5``, a null kind)
@@ -174,37 +177,18 @@ class _Review(msgspec.Struct, rename="camel", gc=False):
     request: _Request | None = None
 
 
-class _WholeMetadata(msgspec.Struct, gc=False):
-    metadata: Any = None
-
-
-class _WholeMetadataRequest(msgspec.Struct, gc=False):
-    object: _WholeMetadata | None = None
-
-
-class _WholeMetadataReview(msgspec.Struct, gc=False):
-    request: _WholeMetadataRequest | None = None
-
-
 _SKIMMER = msgspec.json.Decoder(_Review)
-_WHOLE_METADATA = msgspec.json.Decoder(_WholeMetadataReview)
-
-
-def whole_metadata(body: bytes) -> dict[str, Any]:
-    """The Pod's whole metadata from a review the skimmer accepted (so this decode cannot fail)."""
-    review = _WHOLE_METADATA.decode(body)
-    obj = review.request.object if review.request is not None else None
-    meta = obj.metadata if obj is not None else None
-    return meta if isinstance(meta, dict) else {}
+_POD_META = msgspec.json.Decoder(PodMeta)
+_NULL = msgspec.Raw(b"null")
 
 
 def decode_for_mutation(body: bytes) -> AdmissionRequest:
     """:func:`decode` for the webhook's hot path: same checks, same answers, but ``object`` is a
-    :class:`PodObject` holding the four metadata fields the rules read.
+    :class:`PodObject`: the four metadata fields the rules read, and the metadata's JSON text.
 
     The rest of the review (the Pod spec: 90% of a 40 KB body) and the rest of the metadata
-    (managedFields, most labels' neighbours) are syntax-checked and skipped instead of being built
-    into Python objects; only when a plugin needs the whole metadata is it decoded, once. Any body
+    (managedFields and the like) are syntax-checked and skipped instead of being built into
+    Python objects; plugins take the metadata's own text. Any body
     the schema does not fit (a non-object ``request``, ``kind`` or ``metadata``, a number out of
     range, broken JSON) goes to :func:`decode`, so edge cases and error messages have exactly one
     implementation.
@@ -227,10 +211,14 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
     obj = request.object
     if obj is None:
         pod = None
-    elif obj.metadata is None:
+    elif not obj.metadata or obj.metadata == _NULL:
         pod = PodObject(NO_METADATA, False, metadata_mapping={})
     else:
-        pod = PodObject(obj.metadata, True, body)
+        try:  # a second, short pass over the metadata alone: cheaper than re-reading the body for plugins
+            meta = _POD_META.decode(obj.metadata)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return decode(body)  # metadata that is not an object, or numbers msgspec refuses
+        pod = PodObject(meta, True, bytes(obj.metadata))
     gvk = request.kind
     return AdmissionRequest(
         api_version,
