@@ -157,6 +157,10 @@ def test_a_plugin_removed_and_added_again_is_counted_in_its_new_series() -> None
     obs.evaluated("back", "no-match", 0.001)
     assert val("workload_tagger_plugin_evaluations_total", plugin="back", outcome="no-match") == 2
     assert val("workload_tagger_plugin_evaluation_duration_seconds_count", plugin="back") == 2
+    # counted in bulk: the bound itself is inside its bucket (le), the one below stays empty
+    assert val("workload_tagger_plugin_evaluation_duration_seconds_bucket", plugin="back", le="0.001") == 2
+    assert val("workload_tagger_plugin_evaluation_duration_seconds_bucket", plugin="back", le="0.0005") == 0
+    assert val("workload_tagger_plugin_evaluation_duration_seconds_sum", plugin="back") == pytest.approx(0.002)
     obs.set_loaded({})
 
 
