@@ -77,6 +77,9 @@ class CallResult:
     line: int | None = None
 
 
+NO_MATCH_RESULT = CallResult(NO_MATCH)  # the commonest result: immutable, so one is shared
+
+
 def error_line(message: str) -> int | None:
     """The line number Lua puts in front of an error raised in the plugin's chunk."""
     found = _LINE.match(message)
@@ -116,10 +119,6 @@ class PluginRuntime:
 
     def __del__(self) -> None:
         self._holder.clear()  # break the Lua <-> bridge cycle: the runtime is freed now, not at a full GC
-
-    def _fits(self, nbytes: int) -> bool:
-        """Whether ``nbytes`` more can be allocated in this runtime without reaching its cap."""
-        return int(self._lua.get_memory_used()) + nbytes + PUSH_SLACK <= self.memory_bytes
 
     def _build(self) -> tuple[Any, Any, Any, list[Any]]:
         """A fresh runtime with the plugin loaded, and the holder through which the bridge reaches it.
@@ -177,13 +176,15 @@ class PluginRuntime:
         first ``dkjson.decode(metaJsonStr)``, saving a Lua -> Python round trip.
         """
         size = len(meta_json) if isinstance(meta_json, bytes) else len(meta_json.encode())
-        if not self._fits(size):
+        # What may still be allocated in this runtime before its cap, with slack for the call itself.
+        room = self.memory_bytes - PUSH_SLACK - int(self._lua.get_memory_used())
+        if size > room:
             return CallResult(MEMORY, error="metadata too large for the memory cap")
         try:
             if (
                 prepared is not None
                 and isinstance(prepared[0], (dict, list))
-                and self._fits(size * (TABLE_BYTES_PER_JSON_BYTE + 1))
+                and size * (TABLE_BYTES_PER_JSON_BYTE + 1) <= room
             ):
                 tables = self._lua.table_from(prepared[0], recursive=True)
                 result = self._call(meta_json, tables, prepared[1])
@@ -201,7 +202,7 @@ class PluginRuntime:
         if outcome == MATCH:
             return CallResult(MATCH, result[1], result[2])
         if outcome == NO_MATCH:
-            return CallResult(NO_MATCH)
+            return NO_MATCH_RESULT
         message = str(result[1])
         if outcome == MEMORY:
             self.rebuild()
