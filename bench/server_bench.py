@@ -345,9 +345,24 @@ def summary(results: Sequence[Measurement], peaks: dict[str, int], dimensions: S
         thr, p99, _ = worst_cells(floors)
         out.append(f"floor (a webhook that only echoes the uid, no resolution), as ratios of the ceiling: "
                    f"throughput {worst_cell(thr, thr.throughput_ratio)}, p99 {worst_cell(p99, p99.p99_ratio)}")
+    floor_share = of_floor(results, max(dimensions, key=lambda d: d.count))
+    if floor_share is not None:
+        out.append(f"everyday, as ratios of the floor in the same cell (what resolution costs beyond the least any "
+                   f"correct webhook does): throughput {floor_share}")
     for t in targets(results, peaks, dimensions):
         out.append(f"{t.name}: {t.measured} [{'ok' if t.met else 'MISS'}]")
     return out
+
+
+def of_floor(results: Sequence[Measurement], top: PluginDimension) -> str | None:
+    """Our everyday throughput over the floor's, per cell, worst first: the part of the gap to the
+    ceiling that is ours to close (the rest is spent before any resolution starts)."""
+    floors = {(m.size, m.concurrency): m.rps for m in results if m.server == "floor"}
+    shares = sorted((m.rps / floors[(m.size, m.concurrency)], m.size, m.concurrency) for m in results
+                    if m.plugins == top.label and m.traffic == "everyday" and (m.size, m.concurrency) in floors)
+    if not shares:
+        return None
+    return ", ".join(f"{share:.2f} ({size} c={conc})" for share, size, conc in shares)
 
 
 def targets(results: Sequence[Measurement], peaks: dict[str, int],

@@ -36,6 +36,9 @@ def test_server_benchmark_runs_every_server_and_reports_ratios(tmp_path: Path,
 
     table = server_bench.render(results, peaks, 1, "auto", dims)
     assert "floor (a webhook that only echoes the uid" in table
+    shares = server_bench.of_floor(results, one)  # one share per everyday cell of the top plugin set
+    assert shares is not None and shares.count(" c=8)") == len(server_bench.SIZES)
+    assert "everyday, as ratios of the floor in the same cell" in table
     targets = server_bench.targets(results, peaks, dims)
     names = [t.name for t in targets]
     assert any("throughput >= 0.75 x ceiling" in n for n in names)
