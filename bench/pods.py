@@ -147,6 +147,24 @@ def review_body(kind: str, target_bytes: int) -> bytes:
             containers += 1
 
 
+def review_bodies(kind: str, target_bytes: int, count: int) -> list[bytes]:
+    """``count`` reviews of one workload's Pods, as :func:`review_body`, each a different Pod CREATE.
+
+    What differs between the Pods of one ReplicaSet at admission: the review's uid, and the time
+    in managedFields (a controller creates them over time; the name is generated after admission).
+    Same length each, so every variant has the same size. A benchmark that sent one body over and
+    over would hit caches (the plugins' parse of the metadata) that production traffic misses.
+    """
+    base = review_body(kind, target_bytes)
+    bodies = []
+    for i in range(count):
+        uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}-{target_bytes}-{i}"))
+        minute, second = divmod(i, 60)
+        body = base.replace(b"705ab4f5-6393-11e8-b7cc-42010a800002", uid.encode(), 1)
+        bodies.append(body.replace(b"2026-11-25T12:00:00Z", f"2026-11-25T12:{minute % 60:02d}:{second:02d}Z".encode(), 1))
+    return bodies
+
+
 def _review(obj: dict[str, Any]) -> bytes:
     return orjson.dumps({
         "apiVersion": "admission.k8s.io/v1",
