@@ -36,8 +36,6 @@ def _container(index: int, env_vars: int) -> dict[str, Any]:
         "resources": {"limits": {"cpu": "1", "memory": "512Mi"}, "requests": {"cpu": "250m", "memory": "256Mi"}},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 10,
                           "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080, "scheme": "HTTP"}, "periodSeconds": 5,
-                           "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
         "volumeMounts": [
             {"name": "config", "mountPath": "/etc/app", "readOnly": True},
             {"name": "kube-api-access-8x2lq", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
@@ -45,13 +43,12 @@ def _container(index: int, env_vars: int) -> dict[str, Any]:
         ],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
     }
 
 
 def _metadata(kind: str) -> dict[str, Any]:
-    """About 1.5 KB of metadata: labels, annotations, one owner reference."""
+    """About 1.5 KB of metadata as plugins get it (labels, annotations, one owner reference), plus the
+    managedFields entry the API server adds before admission, which plugins do not get."""
     labels = {
         "app.kubernetes.io/name": "checkout",
         "app.kubernetes.io/instance": "checkout-eu",
@@ -60,6 +57,9 @@ def _metadata(kind: str) -> dict[str, Any]:
         "app.kubernetes.io/part-of": "payments",
         "team": "payments",
         "tier": "backend",
+        "security.istio.io/tlsMode": "istio",
+        "service.istio.io/canonical-name": "checkout",
+        "service.istio.io/canonical-revision": "1.24.0",
     }
     annotations = {
         "prometheus.io/scrape": "true",
@@ -74,6 +74,8 @@ def _metadata(kind: str) -> dict[str, Any]:
         "payments.example.com/owner-contact": "payments-oncall@example.com",
         "payments.example.com/runbook": "https://runbooks.example.com/payments/checkout/api-latency-and-errors",
         "payments.example.com/cost-center": "cc-4711-payments-eu-west",
+        "sidecar.istio.io/status": '{"initContainers":["istio-init"],"containers":["istio-proxy"],'
+        '"volumes":["istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"revision":"default"}',
     }
     if kind == "everyday":  # a Deployment's Pod: the built-in rules resolve it
         labels["pod-template-hash"] = "7c5ddbdf54"
@@ -191,4 +193,7 @@ def _review(obj: dict[str, Any]) -> bytes:
 
 def metadata_size(body: bytes) -> int:
     """Bytes of the Pod metadata JSON a plugin would receive for this review."""
-    return len(orjson.dumps(orjson.loads(body)["request"]["object"]["metadata"]))
+    from webhook.resolver import plugin_input
+
+    request = orjson.loads(body)["request"]
+    return len(plugin_input(request["object"]["metadata"], request.get("namespace")).encode())

@@ -38,7 +38,7 @@ def test_rules_answer_without_building_the_whole_metadata() -> None:
     assert pod_object.metadata_mapping is None  # managedFields and the rest were skipped, never built
 
 
-def test_plugins_get_the_whole_metadata_with_the_namespace_filled_in() -> None:
+def test_plugins_get_the_metadata_as_deepflow_shapes_it_with_the_namespace_filled_in() -> None:
     obj = pod(name="w-0", namespace=None, labels={"a": "b"}, owners=[owner("example.com/v1", "Widget", "w")])
     obj["metadata"]["managedFields"] = MANAGED
     body = orjson.dumps(review(obj, namespace="prod"))
@@ -46,8 +46,8 @@ def test_plugins_get_the_whole_metadata_with_the_namespace_filled_in() -> None:
     decision = PodMutator(Resolver(), lambda: plugins).handle(admission.decode_for_mutation(body))
     assert decision.outcome == MUTATED
     assert plugins.inputs == [plugin_input(obj["metadata"], "prod")]
-    assert json.loads(plugins.inputs[0])["namespace"] == "prod"
-    assert json.loads(plugins.inputs[0])["managedFields"] == MANAGED
+    sent = json.loads(plugins.inputs[0])
+    assert sent["namespace"] == "prod" and "managedFields" not in sent and sent["labels"] == {"a": "b"}
 
 
 def test_pods_of_one_workload_share_one_precomputed_patch() -> None:
@@ -107,16 +107,18 @@ def test_duplicate_keys_read_as_the_full_decoder_reads_them() -> None:
     assert decision.resolution is not None and decision.resolution.workload_name == "db2"
 
 
-def test_plugins_take_the_metadata_text_the_api_server_sent() -> None:
-    """With the namespace in the metadata there is nothing to add: plugins get the review's own
-    JSON text of it (Go's escapes and key order, as DeepFlow's plugins see), not a re-encoding."""
-    meta_text = ('{"name":"w-0","namespace":"prod","labels":{"note":"a \\u003c b \\u0026 c"},'
-                 '"ownerReferences":[{"apiVersion":"example.com/v1","kind":"Widget","name":"w","controller":true}]}')
+def test_plugins_get_deepflows_shape_whatever_the_api_server_sent() -> None:
+    """Key order, escapes and extra fields of the review's text do not reach plugins: they get what
+    DeepFlow's server would hand them for this Pod."""
+    meta_text = ('{"name":"w-0","generateName":"w-","namespace":"prod","labels":{"note":"a \\u003c b \\u0026 c"},'
+                 '"ownerReferences":[{"uid":"o","apiVersion":"example.com/v1","kind":"Widget","name":"w","controller":true}]}')
     body = ('{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u",'
             '"kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"prod",'
             f'"object":{{"kind":"Pod","metadata": {meta_text} ,"spec":{{}}}}}}}}').encode()
     plugins = Recording([("widget", "Deployment", "w")])
     decision = PodMutator(Resolver(), lambda: plugins).handle(admission.decode_for_mutation(body))
     assert decision.outcome == MUTATED
-    assert plugins.inputs == [meta_text]
-    assert json.loads(plugins.inputs[0])["labels"]["note"] == "a < b & c"
+    assert plugins.inputs == [
+        '{"labels":{"note":"a < b & c"},"name":"w-0","namespace":"prod",'
+        '"ownerReferences":[{"apiVersion":"example.com/v1","controller":true,"kind":"Widget","name":"w","uid":"o"}]}'
+    ]

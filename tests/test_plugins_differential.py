@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,22 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "plugins"
 PLUGINS = sorted([*DATA.joinpath("plugins").glob("*.lua"), *EXAMPLES.glob("*.lua")])
 
 
+def pods() -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = json.loads((DATA / "pods.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+def plugin_inputs() -> list[str]:
+    """What plugins get: DeepFlow's shape of each test Pod's metadata."""
+    return [plugin_input(p["metadata"], p["namespace"]) for p in pods()]
+
+
 def corpus() -> list[str]:
-    pods = json.loads((DATA / "pods.json").read_text(encoding="utf-8"))
-    return [plugin_input(p["metadata"], p["namespace"]) for p in pods]
+    """The plugin inputs and, to keep every JSON shape of the test Pods in play for the engine
+    (finalizers, nulls, odd values that DeepFlow's shape leaves out), the whole metadata as well."""
+    shaped = plugin_inputs()
+    whole = [json.dumps(p["metadata"], ensure_ascii=False, separators=(",", ":")) for p in pods()]
+    return shaped + [text for text in whole if text not in shaped]
 
 
 @pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "bridge"])
@@ -44,7 +58,7 @@ def test_corpus_covers_every_outcome(tmp_path: Path) -> None:
 
 
 def test_documentation_example_resolves_opengauss() -> None:
-    inputs = corpus()
+    inputs = plugin_inputs()
     results = our_results(EXAMPLES / "opengauss.lua", inputs)
     assert results[0] == Outcome(MATCH, "statefulset", "ogtest")
     assert all(r.outcome == NO_MATCH for r in results[1:])

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from tests.factories import owner, pod
 from webhook.plugins import PluginAnswer
-from webhook.resolver import Resolver, ResolverSettings, plugin_input
+from webhook.resolver import DEEPFLOW_METADATA_FIELDS, Resolver, ResolverSettings, plugin_input
 
 
 class Recording:
@@ -60,14 +60,30 @@ def test_unknown_types_are_passed_over_lazily_unless_custom_types_are_allowed() 
     assert custom is not None and custom.workload_type == "Gizmo"
 
 
-def test_plugin_input_is_the_metadata_with_the_request_namespace() -> None:
+def test_plugin_input_is_the_metadata_as_deepflow_shapes_it_with_the_request_namespace() -> None:
     plugins = Recording([("a", "Gizmo", "not-accepted")])
     assert Resolver().resolve(UNKNOWN, "prod", plugins) is None
-    sent = json.loads(plugins.inputs[0])
-    assert sent == {**UNKNOWN, "namespace": "prod"}
+    assert json.loads(plugins.inputs[0]) == {"name": "w-0", "namespace": "prod", "ownerReferences": UNKNOWN["ownerReferences"]}
     assert json.loads(plugin_input({"namespace": "own", "name": "x"}, "req")) == {"namespace": "own", "name": "x"}
     assert "namespace" not in UNKNOWN  # the caller's dict is not modified
 
 
+def test_plugin_input_keeps_deepflows_fields_only_with_keys_sorted_as_go_marshals_a_map() -> None:
+    """DeepFlow's agent keeps seven metadata fields of a Pod; its server gives plugins json.Marshal of
+    that map (sorted keys at every level, compact). Nulls are left out, as the agent's serializer does."""
+    meta = {
+        "name": "w-0", "generateName": "w-", "namespace": "ns", "uid": "u-1", "creationTimestamp": None,
+        "resourceVersion": "7", "finalizers": ["x"], "deletionTimestamp": None,
+        "labels": {"zeta": "1", "alpha": "2"}, "annotations": {"b": "x", "a": "y"},
+        "ownerReferences": [{"uid": "o", "name": "w", "kind": "Widget", "apiVersion": "example.com/v1", "controller": True}],
+        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:metadata": {}}}],
+    }
+    text = plugin_input(meta, "other")
+    shaped = {key: meta[key] for key in ("annotations", "labels", "name", "namespace", "ownerReferences", "uid")}
+    assert set(DEEPFLOW_METADATA_FIELDS) >= set(shaped) and "creationTimestamp" in DEEPFLOW_METADATA_FIELDS
+    assert text == json.dumps(shaped, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def test_plugin_input_survives_numbers_orjson_refuses() -> None:
-    assert json.loads(plugin_input({"n": 2**70}, None)) == {"n": 2**70}
+    text = plugin_input({"annotations": {"n": 2**70}, "name": "x"}, None)
+    assert text == '{"annotations":{"n":1180591620717411303424},"name":"x"}'

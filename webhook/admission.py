@@ -55,9 +55,8 @@ class PodObject(msgspec.Struct, gc=False):
     """A Pod as mutation reads it: what the rules read, decoded; the whole metadata on demand.
 
     ``raw_metadata`` is the metadata's JSON text exactly as the review carried it (the skimmer
-    checked its syntax and built nothing): only plugins need the whole metadata, and they take it
-    as JSON text anyway, so everyday Pods never pay for turning managedFields and friends into
-    Python objects, and plugins get the API server's own serialization.
+    checked its syntax and built nothing): only plugins need the whole metadata, so everyday Pods
+    never pay for turning managedFields and friends into Python objects.
     """
 
     meta: PodMeta  # NO_METADATA when the object has none
@@ -188,7 +187,7 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
 
     The rest of the review (the Pod spec: 90% of a 40 KB body) and the rest of the metadata
     (managedFields and the like) are syntax-checked and skipped instead of being built into
-    Python objects; plugins take the metadata's own text. Any body
+    Python objects; the metadata is decoded whole only if a plugin runs. Any body
     the schema does not fit (a non-object ``request``, ``kind`` or ``metadata``, a number out of
     range, broken JSON) goes to :func:`decode`, so edge cases and error messages have exactly one
     implementation.

@@ -73,9 +73,6 @@ class PodMutator:
         namespace = meta.namespace or request.namespace
 
         def meta_json() -> str:
-            raw = pod.raw_metadata
-            if raw is not None and (meta.namespace or not namespace):
-                return raw.decode()  # the API server's own JSON of the metadata: nothing to add
             return plugin_input(pod.metadata(), namespace)
 
         deadline = self.clock() + self.budget_seconds if self.budget_seconds else None

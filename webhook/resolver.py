@@ -107,11 +107,24 @@ class Resolver:
         return self.by_rules(pod) or self.by_plugins(meta_json, plugins, deadline, clock)
 
 
+# What DeepFlow keeps of a Pod's metadata, and so all its plugins ever see: its agent trims each Pod to
+# these fields (agent/src/platform/kubernetes/resource_watcher.rs, ``Trimmable for Pod``) and its
+# server hands a plugin Go's json.Marshal of that map: keys sorted at every level, compact.
+DEEPFLOW_METADATA_FIELDS = ("annotations", "creationTimestamp", "labels", "name", "namespace", "ownerReferences", "uid")
+
+
 def plugin_input(meta: Mapping[str, Any], namespace: str | None) -> str:
-    """The JSON string a DeepFlow plugin receives: the Pod metadata with the namespace filled in."""
-    if namespace and not meta.get("namespace"):
-        meta = {**meta, "namespace": namespace}
+    """The JSON string a DeepFlow plugin receives: the Pod metadata as DeepFlow shapes it (the
+    fields above, null ones left out as the agent's serializer does, keys sorted), with the
+    namespace filled in from the request when the object has none.
+
+    Beyond fidelity, this keeps managedFields (a dozen nested tables per Pod at admission) out
+    of every plugin's Lua tables: about a third of a plugin call on such metadata.
+    """
+    shaped = {key: meta[key] for key in DEEPFLOW_METADATA_FIELDS if meta.get(key) is not None}
+    if namespace and not shaped.get("namespace"):
+        shaped["namespace"] = namespace
     try:
-        return orjson.dumps(meta).decode()
+        return orjson.dumps(shaped, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:  # integers beyond 64 bits: rare, but valid JSON
-        return json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(shaped, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
