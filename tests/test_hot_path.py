@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
+import msgspec
 import orjson
 
 from tests.factories import owner, pod, review
@@ -35,7 +36,9 @@ def test_rules_answer_without_building_the_whole_metadata() -> None:
     decision = PodMutator(Resolver(), lambda: Recording([("never", "Job", "x")])).handle(request)
     assert decision.outcome == MUTATED and decision.resolution is not None
     assert decision.resolution.workload_name == "web"
-    assert pod_object.metadata_mapping is None  # managedFields and the rest were skipped, never built
+    # managedFields and the rest were skipped, never built: only the fields rules and plugins read exist
+    assert pod_object.meta.labels == {"pod-template-hash": "7c5ddbdf54", "app": "web"}
+    assert "managedFields" not in msgspec.structs.asdict(pod_object.meta)
 
 
 def test_plugins_get_the_metadata_as_deepflow_shapes_it_with_the_namespace_filled_in() -> None:

@@ -52,34 +52,21 @@ class AdmissionResponse(msgspec.Struct, gc=False):
 
 
 class PodObject(msgspec.Struct, gc=False):
-    """A Pod as mutation reads it: what the rules read, decoded; the whole metadata on demand.
-
-    ``raw_metadata`` is the metadata's JSON text exactly as the review carried it (the skimmer
-    checked its syntax and built nothing): only plugins need the whole metadata, so everyday Pods
-    never pay for turning managedFields and friends into Python objects.
-    """
+    """A Pod as mutation reads it: the metadata fields anyone reads (:class:`PodMeta`), and whether
+    the object has metadata at all (the patch adds ``/metadata`` when it has none)."""
 
     meta: PodMeta  # NO_METADATA when the object has none
     has_metadata: bool
-    raw_metadata: bytes | None = None
-    metadata_mapping: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> PodObject | None:
         """From a decoded object (the full decoder, the CLI); None when its metadata is not a mapping."""
         meta = obj.get("metadata")
         if meta is None:
-            return cls(NO_METADATA, False, metadata_mapping={})
+            return cls(NO_METADATA, False)
         if not isinstance(meta, dict):
             return None
-        return cls(PodMeta.of(meta), True, metadata_mapping=meta)
-
-    def metadata(self) -> dict[str, Any]:
-        """The whole metadata mapping (decoded at most once)."""
-        if self.metadata_mapping is None:
-            value = loads(self.raw_metadata) if self.raw_metadata is not None else {}
-            self.metadata_mapping = value if isinstance(value, dict) else {}
-        return self.metadata_mapping
+        return cls(PodMeta.of(meta), True)
 
 
 def loads(body: bytes | str) -> Any:
@@ -143,7 +130,7 @@ def decode(body: bytes) -> AdmissionRequest:
 
 
 class _Object(msgspec.Struct, gc=False):
-    metadata: msgspec.Raw = msgspec.Raw()  # empty when absent
+    metadata: PodMeta | None = None  # None when absent or null; not an object: the full decoder says so
 
 
 # Typed as the API server sends them. A value of another type (``"operation": 5``, a null kind)
@@ -177,17 +164,15 @@ class _Review(msgspec.Struct, rename="camel", gc=False):
 
 
 _SKIMMER = msgspec.json.Decoder(_Review)
-_POD_META = msgspec.json.Decoder(PodMeta)
-_NULL = msgspec.Raw(b"null")
 
 
 def decode_for_mutation(body: bytes) -> AdmissionRequest:
     """:func:`decode` for the webhook's hot path: same checks, same answers, but ``object`` is a
-    :class:`PodObject`: the four metadata fields the rules read, and the metadata's JSON text.
+    :class:`PodObject`: the metadata fields rules and plugins read, decoded in the same pass.
 
     The rest of the review (the Pod spec: 90% of a 40 KB body) and the rest of the metadata
     (managedFields and the like) are syntax-checked and skipped instead of being built into
-    Python objects; the metadata is decoded whole only if a plugin runs. Any body
+    Python objects. Any body
     the schema does not fit (a non-object ``request``, ``kind`` or ``metadata``, a number out of
     range, broken JSON) goes to :func:`decode`, so edge cases and error messages have exactly one
     implementation.
@@ -210,14 +195,10 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
     obj = request.object
     if obj is None:
         pod = None
-    elif not obj.metadata or obj.metadata == _NULL:
-        pod = PodObject(NO_METADATA, False, metadata_mapping={})
+    elif obj.metadata is None:
+        pod = PodObject(NO_METADATA, False)
     else:
-        try:  # a second, short pass over the metadata alone: cheaper than re-reading the body for plugins
-            meta = _POD_META.decode(obj.metadata)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return decode(body)  # metadata that is not an object, or numbers msgspec refuses
-        pod = PodObject(meta, True, bytes(obj.metadata))
+        pod = PodObject(obj.metadata, True)
     gvk = request.kind
     return AdmissionRequest(
         api_version,

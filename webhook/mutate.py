@@ -73,7 +73,7 @@ class PodMutator:
         namespace = meta.namespace or request.namespace
 
         def meta_json() -> str:
-            return plugin_input(pod.metadata(), namespace)
+            return plugin_input(meta, namespace)
 
         deadline = self.clock() + self.budget_seconds if self.budget_seconds else None
         resolution = self.resolver.resolve_pod(meta, meta_json, self.plugins(), deadline, self.clock)

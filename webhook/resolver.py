@@ -87,7 +87,8 @@ class Resolver:
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
         """The answer for a Pod's metadata mapping (every door but `/mutate`, which uses :meth:`resolve_pod`)."""
-        return self.resolve_pod(PodMeta.of(meta), lambda: plugin_input(meta, namespace), plugins, deadline, clock)
+        pod = PodMeta.of(meta)
+        return self.resolve_pod(pod, lambda: plugin_input(pod, namespace), plugins, deadline, clock)
 
     def resolve_pod(
         self,
@@ -99,29 +100,25 @@ class Resolver:
     ) -> Resolution | None:
         """The answer from what the rules read, plus the plugins' JSON input, made only when a plugin runs.
 
-        The webhook decodes :class:`PodMeta` straight from the review and keeps the whole metadata
-        as undecoded bytes, so everyday Pods (answered by the rules) never build it.
+        The webhook decodes :class:`PodMeta` straight from the review, so everyday Pods (answered
+        by the rules) build neither the rest of the metadata nor the plugins' input.
         """
         if self.settings.plugins_first:
             return self.by_plugins(meta_json, plugins, deadline, clock) or self.by_rules(pod)
         return self.by_rules(pod) or self.by_plugins(meta_json, plugins, deadline, clock)
 
 
-# What DeepFlow keeps of a Pod's metadata, and so all its plugins ever see: its agent trims each Pod to
-# these fields (agent/src/platform/kubernetes/resource_watcher.rs, ``Trimmable for Pod``) and its
-# server hands a plugin Go's json.Marshal of that map: keys sorted at every level, compact.
-DEEPFLOW_METADATA_FIELDS = ("annotations", "creationTimestamp", "labels", "name", "namespace", "ownerReferences", "uid")
-
-
-def plugin_input(meta: Mapping[str, Any], namespace: str | None) -> str:
-    """The JSON string a DeepFlow plugin receives: the Pod metadata as DeepFlow shapes it (the
-    fields above, null ones left out as the agent's serializer does, keys sorted), with the
+def plugin_input(meta: Mapping[str, Any] | PodMeta, namespace: str | None) -> str:
+    """The JSON string a DeepFlow plugin receives: the Pod metadata as DeepFlow shapes it, with the
     namespace filled in from the request when the object has none.
 
-    Beyond fidelity, this keeps managedFields (a dozen nested tables per Pod at admission) out
-    of every plugin's Lua tables: about a third of a plugin call on such metadata.
+    DeepFlow's agent trims each Pod's metadata to annotations, creationTimestamp, labels, name,
+    namespace, ownerReferences and uid (agent/src/platform/kubernetes/resource_watcher.rs,
+    ``Trimmable for Pod``), and its server hands a plugin Go's json.Marshal of that map: keys
+    sorted at every level, compact. Beyond fidelity, this keeps managedFields (a dozen nested
+    tables per Pod at admission) out of every plugin's Lua tables: a third of a plugin call.
     """
-    shaped = {key: meta[key] for key in DEEPFLOW_METADATA_FIELDS if meta.get(key) is not None}
+    shaped = (meta if isinstance(meta, PodMeta) else PodMeta.of(meta)).deepflow_fields()
     if namespace and not shaped.get("namespace"):
         shaped["namespace"] = namespace
     try:

@@ -61,24 +61,30 @@ UNRESOLVED_JSON: dict[str, str | None] = {
 
 
 class PodMeta(msgspec.Struct, rename="camel", gc=False):
-    """The four metadata fields the built-in rules and the patch read, nothing else.
+    """The metadata fields anything reads: the four the built-in rules and the patch read
+    (namespace, labels, annotations, ownerReferences) and the rest of what DeepFlow keeps of a
+    Pod, which is what plugins get (name, uid, creationTimestamp); nothing else.
 
-    The webhook decodes it straight from the review's bytes (msgspec skips every other field,
-    managedFields included, without building it); every other door builds it from a metadata
-    mapping with :meth:`of`. Either way the rules see the same value, so there is one rule
-    implementation. Fields stay ``Any``: a malformed shape is ignored by the readers below, the
-    way the rules always ignored it, instead of failing the decode. Not GC-tracked: it only
-    refers to JSON values, which cannot refer back to it.
+    The webhook decodes it straight from the review's bytes in the same pass that skims the rest
+    (msgspec skips every other field, managedFields included, without building it); every other
+    door builds it from a metadata mapping with :meth:`of`. Either way rules and plugins see the
+    same value, so each has one implementation. Fields stay ``Any``: a malformed shape is ignored
+    by the readers below, the way the rules always ignored it, instead of failing the decode. Not
+    GC-tracked: it only refers to JSON values, which cannot refer back to it.
     """
 
     namespace: Any = None
     labels: Any = None
     annotations: Any = None
     owner_references: Any = None
+    name: Any = None
+    uid: Any = None
+    creation_timestamp: Any = None
 
     @classmethod
     def of(cls, meta: Mapping[str, Any]) -> PodMeta:
-        return cls(meta.get("namespace"), meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences"))
+        return cls(meta.get("namespace"), meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences"),
+                   meta.get("name"), meta.get("uid"), meta.get("creationTimestamp"))
 
     def label(self, key: str) -> str:
         """A label's value; "" when it or the label map is absent or not a string."""
@@ -86,6 +92,15 @@ class PodMeta(msgspec.Struct, rename="camel", gc=False):
 
     def annotation(self, key: str) -> str:
         return _str_at(self.annotations, key)
+
+    def deepflow_fields(self) -> dict[str, Any]:
+        """The fields DeepFlow's agent keeps of a Pod's metadata, by their JSON names; nulls left out,
+        as its serializer leaves them out (see ``resolver.plugin_input``)."""
+        fields = {
+            "annotations": self.annotations, "creationTimestamp": self.creation_timestamp, "labels": self.labels,
+            "name": self.name, "namespace": self.namespace, "ownerReferences": self.owner_references, "uid": self.uid,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
 
 
 def _str_at(mapping: object, key: str) -> str:
