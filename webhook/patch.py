@@ -45,9 +45,8 @@ def desired_annotations(resolution: Resolution, prefix: str = DEFAULT_PREFIX) ->
     return wanted
 
 
-def missing_annotations(meta: Mapping[str, Any], wanted: Mapping[str, str]) -> dict[str, str] | None:
-    """The subset of ``wanted`` the Pod lacks; None when its annotations are not a mapping at all."""
-    current = meta.get("annotations")
+def missing_annotations(current: object, wanted: Mapping[str, str]) -> dict[str, str] | None:
+    """The subset of ``wanted`` the Pod's annotations (as sent) lack; None when they are not a mapping at all."""
     if current is None:
         return dict(wanted)
     if not isinstance(current, dict):
@@ -69,7 +68,7 @@ def annotation_ops(annotations: object, wanted: Mapping[str, str], has_metadata:
         return [{"op": "add", "path": "/metadata", "value": {"annotations": dict(wanted)}}]
     if annotations is None:
         return [{"op": "add", "path": "/metadata/annotations", "value": dict(wanted)}]
-    missing = missing_annotations({"annotations": annotations}, wanted)
+    missing = missing_annotations(annotations, wanted)
     if not missing:
         return []
     return [{"op": "add", "path": annotation_path(k), "value": v} for k, v in missing.items()]

@@ -60,7 +60,7 @@ UNRESOLVED_JSON: dict[str, str | None] = {
 }
 
 
-class PodMeta(msgspec.Struct, rename="camel", gc=False):
+class PodMeta(msgspec.Struct, rename="camel", frozen=True, gc=False):
     """The metadata fields anything reads: the four the built-in rules and the patch read
     (namespace, labels, annotations, ownerReferences) and the rest of what DeepFlow keeps of a
     Pod, which is what plugins get (name, uid, creationTimestamp); nothing else.
@@ -70,7 +70,8 @@ class PodMeta(msgspec.Struct, rename="camel", gc=False):
     door builds it from a metadata mapping with :meth:`of`. Either way rules and plugins see the
     same value, so each has one implementation. Fields stay ``Any``: a malformed shape is ignored
     by the readers below, the way the rules always ignored it, instead of failing the decode. Not
-    GC-tracked: it only refers to JSON values, which cannot refer back to it.
+    GC-tracked: it only refers to JSON values, which cannot refer back to it. Frozen (free for
+    msgspec, which fills fields in C): :data:`NO_METADATA` is one shared instance.
     """
 
     namespace: Any = None
