@@ -21,7 +21,7 @@ import msgspec
 from webhook.admission import AdmissionRequest, AdmissionResponse, PodObject
 from webhook.patch import DEFAULT_PREFIX, PatchBuilder
 from webhook.plugins import PluginSet
-from webhook.resolver import Resolver, plugin_input
+from webhook.resolver import Resolver
 from webhook.types import Resolution
 
 # Outcomes, as counted by the metrics: mutated (a patch was sent), unchanged (a Pod we
@@ -49,8 +49,7 @@ class PodMutator:
     ) -> None:
         self.resolver = resolver
         self.plugins = plugins
-        self.prefix = prefix
-        self.patches = PatchBuilder(prefix)
+        self.patches = PatchBuilder(prefix)  # owns the prefix: the patch is the only thing that uses it
         self.operations = operations
         self.budget_seconds = budget_seconds
         self.clock = clock
@@ -71,12 +70,8 @@ class PodMutator:
     def _mutate(self, request: AdmissionRequest, pod: PodObject, allow: AdmissionResponse) -> Decision:
         meta = pod.meta
         namespace = meta.namespace or request.namespace
-
-        def meta_json() -> str:
-            return plugin_input(meta, namespace)
-
         deadline = self.clock() + self.budget_seconds if self.budget_seconds else None
-        resolution = self.resolver.resolve_pod(meta, meta_json, self.plugins(), deadline, self.clock)
+        resolution = self.resolver.resolve_pod(meta, namespace, self.plugins(), deadline, self.clock)
         if deadline is not None and self.clock() > deadline:
             return Decision(allow, TIMEOUT, error="review budget exceeded: answered without a patch")
         if resolution is None:

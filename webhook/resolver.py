@@ -25,8 +25,6 @@ from webhook.rules import (
 )
 from webhook.types import PodMeta, Resolution, canonical_type
 
-MetaJson = Callable[[], str]  # the plugins' input, built only if a plugin is asked
-
 
 @dataclass(frozen=True, slots=True)
 class ResolverSettings:
@@ -63,14 +61,15 @@ class Resolver:
 
     def by_plugins(
         self,
-        meta_json: MetaJson,
+        pod: PodMeta,
+        namespace: str | None,
         plugins: PluginSet,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
         if not plugins.names:
-            return None
-        for answer in plugins.answers(meta_json(), deadline):
+            return None  # the plugins' input is built only when a plugin will read it
+        for answer in plugins.answers(plugin_input(pod, namespace), deadline):
             if deadline is not None and clock() > deadline:
                 return None  # do not pull further plugins past the budget, whatever the set does
             wtype = self.accept_type(answer.workload_type)
@@ -87,25 +86,24 @@ class Resolver:
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
         """The answer for a Pod's metadata mapping (every door but `/mutate`, which uses :meth:`resolve_pod`)."""
-        pod = PodMeta.of(meta)
-        return self.resolve_pod(pod, lambda: plugin_input(pod, namespace), plugins, deadline, clock)
+        return self.resolve_pod(PodMeta.of(meta), namespace, plugins, deadline, clock)
 
     def resolve_pod(
         self,
         pod: PodMeta,
-        meta_json: MetaJson,
+        namespace: str | None = None,
         plugins: PluginSet = EMPTY,
         deadline: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> Resolution | None:
-        """The answer from what the rules read, plus the plugins' JSON input, made only when a plugin runs.
+        """The answer for a decoded :class:`PodMeta`; ``namespace`` fills in the plugins' input (built only if one runs).
 
         The webhook decodes :class:`PodMeta` straight from the review, so everyday Pods (answered
         by the rules) build neither the rest of the metadata nor the plugins' input.
         """
         if self.settings.plugins_first:
-            return self.by_plugins(meta_json, plugins, deadline, clock) or self.by_rules(pod)
-        return self.by_rules(pod) or self.by_plugins(meta_json, plugins, deadline, clock)
+            return self.by_plugins(pod, namespace, plugins, deadline, clock) or self.by_rules(pod)
+        return self.by_rules(pod) or self.by_plugins(pod, namespace, plugins, deadline, clock)
 
 
 def plugin_input(meta: Mapping[str, Any] | PodMeta, namespace: str | None) -> str:
