@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fakeapi import FakeCluster, serve
 from tests.podgen import make_pods
-from webhook import audit, backfill
+from webhook.cluster.pods import ListScope, LiveLister
+from webhook.commands import audit, backfill
 from webhook.plugins import EMPTY
-from webhook.podlist import ListScope, LiveLister
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 PREFIX = "workload-tagger.io/"
 PAGE = 500

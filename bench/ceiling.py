@@ -2,7 +2,7 @@
 ``allowed: true`` AdmissionReview, without parsing the body.
 
 Same TLS settings, same event loop and the very same aiohttp layer as the real server: the
-low-level ``web.Server`` built by :meth:`webhook.server.WebhookApp.runner`, with our route table
+low-level ``web.Server`` built by :meth:`webhook.admission.server.WebhookApp.runner`, with our route table
 and request factory (body limit), only the handlers differ. So the ratio of our numbers to its
 numbers is the cost of what we add (decode, resolve, patch, encode, metrics, in-flight tracking),
 not the cost of HTTPS, of Python or of aiohttp. Had the ceiling stayed on ``web.Application``
@@ -24,8 +24,8 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from webhook.admission.server import InFlight, WebhookApp, dispatcher, event_loop_factory, route_table, tls_context
 from webhook.config import Config
-from webhook.server import InFlight, WebhookApp, dispatcher, event_loop_factory, route_table, tls_context
 
 ANSWER = (
     b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",'

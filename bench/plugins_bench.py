@@ -26,7 +26,7 @@ from bench.targets import Target
 from webhook.plugins import BUDGET, dkjson
 from webhook.plugins.registry import PluginLimits, PluginRegistry
 from webhook.plugins.runtime import PluginRuntime
-from webhook.resolver import plugin_input
+from webhook.resolution.resolver import plugin_input
 
 DKJSON_DIR = "/usr/share/lua/5.1"
 

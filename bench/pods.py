@@ -193,7 +193,7 @@ def _review(obj: dict[str, Any]) -> bytes:
 
 def metadata_size(body: bytes) -> int:
     """Bytes of the Pod metadata JSON a plugin would receive for this review."""
-    from webhook.resolver import plugin_input
+    from webhook.resolution.resolver import plugin_input
 
     request = orjson.loads(body)["request"]
     return len(plugin_input(request["object"]["metadata"], request.get("namespace")).encode())

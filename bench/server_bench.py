@@ -42,7 +42,7 @@ from pathlib import Path
 from bench import deepflow_plugins
 from bench.pods import metadata_size, review_bodies, review_body
 from bench.targets import Target
-from webhook import certs
+from webhook.certs import generate as certs
 
 SIZES = {"4KB": 4_000, "40KB": 40_000}
 TRAFFIC = ("everyday", "worst")

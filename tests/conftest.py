@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from webhook import certs, server
-from webhook.mutate import PodMutator
+from webhook.admission import server
+from webhook.admission.handler import PodMutator
+from webhook.certs import generate as certs
 from webhook.plugins import EMPTY
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 
 @dataclass

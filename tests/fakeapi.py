@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from kubernetes import client as k8s
 
-from webhook.kubeclient import core_api as kube_core_api
+from webhook.cluster.client import core_api as kube_core_api
 
 T = TypeVar("T")
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import orjson
 
-from webhook import certs, metrics
-from webhook.mutate import PodMutator
+from webhook import metrics
+from webhook.admission.handler import PodMutator
+from webhook.admission.server import Readiness, build_app, serve_until_stopped, tls_context
+from webhook.certs import generate as certs
 from webhook.plugins import PluginSet
-from webhook.resolver import Resolver
-from webhook.server import Readiness, build_app, serve_until_stopped, tls_context
+from webhook.resolution.resolver import Resolver
 
 
 def free_port() -> int:

@@ -17,12 +17,12 @@ import yaml
 
 from tests.fakeapi import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods
-from webhook import audit
+from webhook.cluster.pods import ListScope, LiveLister, file_pods
+from webhook.commands import audit
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.plugins import EMPTY, PluginAnswer
-from webhook.podlist import ListScope, LiveLister, file_pods
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 PREFIX = "workload-tagger.io/"
 EXPECTED_STATUS = {
@@ -221,7 +221,7 @@ def test_renderers() -> None:
 
 
 def file_pods_from(gen: list[GenPod]) -> Iterator[object]:
-    from webhook.inputs import PodInput
+    from webhook.commands.inputs import PodInput
 
     return (PodInput("t", g.pod) for g in gen)
 
@@ -264,7 +264,7 @@ def test_run_live_uses_the_api_and_needs_a_scope(capsys: pytest.CaptureFixture[s
 
 
 def test_stale_means_our_key_disagrees() -> None:
-    from webhook.inputs import PodInput
+    from webhook.commands.inputs import PodInput
 
     pod = {
         "metadata": {

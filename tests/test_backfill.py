@@ -11,12 +11,12 @@ import pytest
 
 from tests.fakeapi import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods, wanted
-from webhook import audit, backfill
+from webhook.cluster.pods import ListScope, LiveLister
+from webhook.commands import audit, backfill
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.plugins import EMPTY
-from webhook.podlist import ListScope, LiveLister
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 PREFIX = "workload-tagger.io/"
 

@@ -14,11 +14,11 @@ from typing import Any
 from kubernetes import client as k8s
 
 from tests.podgen import make_pods, wanted
-from webhook import audit, backfill
-from webhook.kubeclient import core_api
+from webhook.cluster.client import core_api
+from webhook.cluster.pods import ListScope, LiveLister
+from webhook.commands import audit, backfill
 from webhook.plugins import EMPTY
-from webhook.podlist import ListScope, LiveLister
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 PREFIX = "workload-tagger.io/"
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from tests.conftest import ServerFactory
 from tests.factories import owner, pod, review
-from webhook import admission
-from webhook.admission import AdmissionRequest
-from webhook.mutate import MUTATED, TIMEOUT, UNCHANGED, PodMutator
+from webhook.admission import review as admission
+from webhook.admission.handler import MUTATED, TIMEOUT, UNCHANGED, PodMutator
+from webhook.admission.review import AdmissionRequest
 from webhook.plugins import PluginAnswer
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 
 @dataclass

@@ -13,7 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from webhook import certs
+from webhook.certs import generate as certs
+from webhook.commands import certs as certs_command
 from webhook.config import Config
 from webhook.errors import CLIError
 
@@ -35,7 +36,7 @@ LEAD_ARGV = [
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    certs.add_arguments(parser)
+    certs_command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -46,7 +47,7 @@ def load(path: Path) -> x509.Certificate:
 def test_make_certs_command_writes_a_valid_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "certs"
     args = parse([str(out) if a == "OUT" else a for a in LEAD_ARGV])
-    assert certs.run(args, Config()) == 0
+    assert certs_command.run(args, Config()) == 0
     ca, leaf = load(out / "ca.crt"), load(out / "tls.crt")
     leaf.verify_directly_issued_by(ca)
     assert certs.san_names(leaf) == [
@@ -75,7 +76,7 @@ def test_make_certs_command_writes_a_valid_chain(tmp_path: Path, capsys: pytest.
 
 
 def test_days_and_key_type(tmp_path: Path) -> None:
-    certs.run(
+    certs_command.run(
         parse(["--out", str(tmp_path), "--days", "30", "--ca-days", "90", "--key-type", "ecdsa-p384"]),
         Config(),
     )
@@ -92,15 +93,15 @@ def test_bad_flags_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         parse(["--days", "0"])
     with pytest.raises(CLIError, match="cannot exceed --ca-days"):
-        certs.run(parse(["--out", str(tmp_path), "--days", "400", "--ca-days", "300"]), Config())
+        certs_command.run(parse(["--out", str(tmp_path), "--days", "400", "--ca-days", "300"]), Config())
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(CLIError, match="cannot write certificates"):
-        certs.run(parse(["--out", str(blocker / "sub")]), Config())
+        certs_command.run(parse(["--out", str(blocker / "sub")]), Config())
 
 
 async def test_generated_pair_serves_tls_for_the_service_name(tmp_path: Path) -> None:
-    certs.run(parse(["--out", str(tmp_path), "--san", "127.0.0.1"]), Config())
+    certs_command.run(parse(["--out", str(tmp_path), "--san", "127.0.0.1"]), Config())
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
 

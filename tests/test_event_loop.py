@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import uvloop
 
+from webhook.admission.server import event_loop_factory
 from webhook.config import ConfigError, load
-from webhook.server import event_loop_factory
 
 
 def test_auto_and_uvloop_choose_uvloop_asyncio_chooses_the_default() -> None:

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerFactory
-from webhook import admission
-from webhook.mutate import ERROR, PodMutator
-from webhook.patch import DEFAULT_PREFIX
+from webhook.admission import review as admission
+from webhook.admission.handler import ERROR, PodMutator
+from webhook.admission.patch import DEFAULT_PREFIX
 from webhook.plugins import EMPTY
-from webhook.resolver import Resolver, plugin_input
+from webhook.resolution.resolver import Resolver, plugin_input
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MUTATOR = PodMutator(Resolver(), lambda: EMPTY, budget_seconds=None)

@@ -11,12 +11,12 @@ import orjson
 
 from tests.factories import owner, pod, review
 from tests.test_resolver_plugins import Recording
-from webhook import admission
-from webhook.mutate import MUTATED, UNCHANGED, PodMutator
-from webhook.patch import DEFAULT_PREFIX, PatchBuilder, annotation_ops, desired_annotations
+from webhook.admission import review as admission
+from webhook.admission.handler import MUTATED, UNCHANGED, PodMutator
+from webhook.admission.patch import DEFAULT_PREFIX, PatchBuilder, annotation_ops, desired_annotations
 from webhook.plugins import EMPTY
-from webhook.resolver import Resolver, plugin_input
-from webhook.types import Resolution
+from webhook.resolution.model import Resolution
+from webhook.resolution.resolver import Resolver, plugin_input
 
 MANAGED = [{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]
 

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from webhook.certs import service_names
+from webhook.certs.generate import service_names
 from webhook.config import Config, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -291,9 +291,9 @@ RESOURCE_OF_SUFFIX = {
     "namespaced_config_map": ("", "configmaps"),
     "mutating_webhook_configuration": ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
 }
-SELFCERTS = ROOT / "webhook/selfcerts.py"
-CONFIGMAP_SOURCE = ROOT / "webhook/sources/configmap.py"
-PLUGIN_CLI = ROOT / "webhook/plugins/manage.py"  # runs with the operator's credentials, not the webhook's
+SELFCERTS = ROOT / "webhook/certs/selfmanaged.py"
+CONFIGMAP_SOURCE = ROOT / "webhook/plugins/sources/configmap.py"
+PLUGIN_CLI = ROOT / "webhook/commands/plugin_manage.py"  # runs with the operator's credentials, not the webhook's
 
 
 def _client_methods(tree: ast.AST) -> list[tuple[ast.Attribute, ast.Call | None]]:

@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webhook import certs, metrics
-from webhook.types import Resolution
+from webhook import metrics
+from webhook.certs import generate as certs
+from webhook.resolution.model import Resolution
 
 
 def val(name: str, **labels: str) -> float | None:

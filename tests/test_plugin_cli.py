@@ -20,10 +20,10 @@ import pytest
 from kubernetes.config import kube_config
 
 from tests.fakeapi import FakeConfigMapAPI, core_api, write_kubeconfig
+from webhook.cluster.client import api_client as kube_api_client
+from webhook.commands import plugin_manage as manage
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.kubeclient import api_client as kube_api_client
-from webhook.plugins import manage
 from webhook.plugins.registry import PluginLoadError
 
 NS, NAME = "tagger", "workload-tagger-plugins"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.plugins_support import DATA, Outcome, our_results, reference_results
 from webhook.plugins import ERROR, INVALID, MATCH, NO_MATCH
-from webhook.resolver import plugin_input
+from webhook.resolution.resolver import plugin_input
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "plugins"
 PLUGINS = sorted([*DATA.joinpath("plugins").glob("*.lua"), *EXAMPLES.glob("*.lua")])

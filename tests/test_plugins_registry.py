@@ -16,7 +16,7 @@ from webhook.plugins.registry import (
     PluginRegistry,
     validate_plugin,
 )
-from webhook.resolver import Resolver, ResolverSettings
+from webhook.resolution.resolver import Resolver, ResolverSettings
 
 META = '{"name":"w-0","namespace":"default","ownerReferences":[{"kind":"Widget","name":"w"}]}'
 LIMITS = PluginLimits(instructions=200_000, memory_bytes=4 << 20)

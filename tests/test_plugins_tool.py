@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from webhook.commands.plugin_test import add_arguments, plugin_set_from_dir, run
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.plugins.registry import PluginLimits
-from webhook.plugins.tool import add_arguments, plugin_set_from_dir, run
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "plugins"
 DATA = Path(__file__).parent / "data"

@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from tests.fakeapi import FakeKube, FakeKubeServer, write_kubeconfig
-from webhook import recommend as rc
+from webhook.commands import recommend as rc
+from webhook.commands.inputs import load_pods
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.inputs import load_pods
 
 DATA = Path(__file__).parent / "data"
 GUIDE: dict[str, dict[str, str]] = yaml.safe_load((DATA / "deepflow-k8s-crd-guide.yaml").read_text())

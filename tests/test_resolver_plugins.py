@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from tests.factories import owner, pod
 from webhook.plugins import PluginAnswer
-from webhook.resolver import Resolver, ResolverSettings, plugin_input
+from webhook.resolution.resolver import Resolver, ResolverSettings, plugin_input
 
 
 class Recording:

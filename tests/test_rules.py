@@ -6,8 +6,8 @@ import pytest
 
 from tests.cases import CASES, Case
 from tests.factories import owner, pod
-from webhook.resolver import Resolver, ResolverSettings
-from webhook.rules import CRONJOB_MAX_MINUTES, CRONJOB_MIN_MINUTES, RuleConfigError, select_owner, user_rules
+from webhook.resolution.resolver import Resolver, ResolverSettings
+from webhook.resolution.rules import CRONJOB_MAX_MINUTES, CRONJOB_MIN_MINUTES, RuleConfigError, select_owner, user_rules
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

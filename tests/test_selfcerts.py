@@ -13,9 +13,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from tests.fakeapi import FakeKube, FakeKubeServer
-from webhook import selfcerts
-from webhook.certs import CA_VALIDITY, KeyPair, make_ca, make_leaf, san_names
-from webhook.selfcerts import SelfCertError, SelfCertSettings, ensure_serving_cert, pem
+from webhook.certs import selfmanaged as selfcerts
+from webhook.certs.generate import CA_VALIDITY, KeyPair, make_ca, make_leaf, san_names
+from webhook.certs.selfmanaged import SelfCertError, SelfCertSettings, ensure_serving_cert, pem
 
 NS, SECRET, MWC = "workload-tagger", "workload-tagger-ca", "workload-tagger"
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)

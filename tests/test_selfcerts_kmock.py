@@ -16,7 +16,7 @@ import kmock as kmock_lib
 from cryptography import x509
 from kubernetes import client as k8s
 
-from webhook.selfcerts import SelfCertSettings, ensure_serving_cert
+from webhook.certs.selfmanaged import SelfCertSettings, ensure_serving_cert
 
 NS = "workload-tagger"
 MWC = kmock_lib.resource("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations")

@@ -16,10 +16,10 @@ from tests.cases import CASES, Case
 from tests.conftest import ServerFactory, TLSFiles
 from tests.factories import owner, pod, review
 from tests.serverproc import read_response, request_head
-from webhook.mutate import PodMutator
+from webhook.admission.handler import PodMutator
+from webhook.admission.server import tls_context
 from webhook.plugins import EMPTY
-from webhook.resolver import Resolver
-from webhook.server import tls_context
+from webhook.resolution.resolver import Resolver
 
 PREFIX = "workload-tagger.io/"
 

@@ -40,7 +40,7 @@ from bench import deepflow_plugins
 from bench.pods import review_body
 from tests.conftest import TLSFiles
 from tests.serverproc import ServeProcess
-from webhook import certs
+from webhook.certs import generate as certs
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "15"))
 WARMUP_SECONDS = 3.0

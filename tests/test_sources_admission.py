@@ -28,13 +28,13 @@ from aiohttp.test_utils import RawTestServer, TestClient
 
 from tests.fakeapi import core_api
 from tests.recorders import eventually
-from webhook.mutate import PodMutator
-from webhook.patch import annotation_keys
+from webhook.admission.handler import PodMutator
+from webhook.admission.patch import annotation_keys
+from webhook.admission.server import Readiness, build_app
 from webhook.plugins.registry import PluginLimits, PluginRegistry
-from webhook.resolver import Resolver
-from webhook.server import Readiness, build_app
-from webhook.sources.backoff import Backoff
-from webhook.sources.configmap import ConfigMapSource
+from webhook.plugins.sources.backoff import Backoff
+from webhook.plugins.sources.configmap import ConfigMapSource
+from webhook.resolution.resolver import Resolver
 
 NS, NAME = "tagger", "workload-tagger-plugins"
 TYPE_KEY, NAME_KEY, _, BY_KEY = annotation_keys("workload-tagger.io/")

@@ -13,8 +13,8 @@ import kmock as kmock_lib
 
 from tests.fakeapi import FakeConfigMapAPI, core_api
 from tests.recorders import RecordingObserver, RecordingSink, eventually, wait_for
-from webhook.sources.backoff import Backoff
-from webhook.sources.configmap import ConfigMapSource
+from webhook.plugins.sources.backoff import Backoff
+from webhook.plugins.sources.configmap import ConfigMapSource
 
 NS, NAME = "tagger", "workload-tagger-plugins"
 FAST = Backoff(initial_s=0.05, max_s=0.2, jitter=0.0)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.recorders import RecordingObserver, RecordingSink, wait_for
-from webhook.sources.directory import DirectorySource
-from webhook.sources.snapshot import read_plugin_dir
+from webhook.plugins.sources.directory import DirectorySource
+from webhook.plugins.sources.snapshot import read_plugin_dir
 
 HELLO = 'function GetWorkloadTypeAndName(m) return "Deployment", "hello" end'
 BYE = 'function GetWorkloadTypeAndName(m) return "", "" end'

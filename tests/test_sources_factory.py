@@ -8,11 +8,11 @@ import pytest
 
 from tests.fakeapi import FakeConfigMapAPI, write_kubeconfig
 from tests.recorders import RecordingObserver, RecordingSink, wait_for
+from webhook.cluster.client import api_client as kube_api_client
 from webhook.config import Config
-from webhook.kubeclient import api_client as kube_api_client
-from webhook.sources.configmap import ConfigMapSource
-from webhook.sources.directory import DirectorySource
-from webhook.sources.factory import build_source
+from webhook.plugins.sources.configmap import ConfigMapSource
+from webhook.plugins.sources.directory import DirectorySource
+from webhook.plugins.sources.factory import build_source
 
 
 def test_none_builds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from webhook.certs import KeyPair, make_ca, make_leaf
-from webhook.mutate import PodMutator
+from webhook.admission.handler import PodMutator
+from webhook.admission.server import Readiness, build_app, serve_until_stopped, tls_context
+from webhook.certs.generate import KeyPair, make_ca, make_leaf
+from webhook.certs.reload import CertReloader
 from webhook.plugins import EMPTY
-from webhook.resolver import Resolver
-from webhook.server import Readiness, build_app, serve_until_stopped, tls_context
-from webhook.tlsreload import CertReloader
+from webhook.resolution.resolver import Resolver
 
 NAMES = ["localhost", "127.0.0.1"]
 
@@ -187,7 +187,7 @@ async def test_half_written_pair_is_ignored_until_whole(
 
 async def test_plain_files_rewritten_in_place_by_self_managed_mode(tmp_path: Path) -> None:
     """The self-managed loop rewrites tls.key then tls.crt with os.replace in a plain directory."""
-    from webhook.certs import _write
+    from webhook.certs.generate import _write
 
     ca = make_ca()
     d = tmp_path / "certs"
@@ -218,7 +218,7 @@ async def test_plain_files_rewritten_in_place_by_self_managed_mode(tmp_path: Pat
 
 async def test_directory_appearing_later_is_picked_up_by_polling(tmp_path: Path) -> None:
     """A volume mounted after start (no directory to watch yet): the poll fallback finds it."""
-    from webhook.certs import _write
+    from webhook.certs.generate import _write
 
     ca = make_ca()
     boot = make_leaf(ca, NAMES)

@@ -12,7 +12,8 @@ from pathlib import Path
 from tests.conftest import TLSFiles
 from tests.factories import owner, pod, review
 from tests.serverproc import ServeProcess
-from webhook import metrics, workers
+from webhook import metrics
+from webhook.admission import workers
 
 
 def children(pid: int) -> list[int]:

@@ -11,23 +11,17 @@ import asyncio
 import gc
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import orjson
-
 from webhook import logs
-from webhook.admission import AdmissionRequest
+from webhook.admission.handler import PodMutator
 from webhook.config import Config, own_namespace
 from webhook.errors import CLIError
-from webhook.inputs import PodInput, load_pods
-from webhook.mutate import PodMutator
 from webhook.plugins import EMPTY, PluginSet
-from webhook.resolver import Resolver, ResolverSettings
-from webhook.rules import user_rules
-from webhook.types import UNRESOLVED_JSON
+from webhook.resolution.resolver import Resolver, ResolverSettings
+from webhook.resolution.rules import user_rules
 
 if TYPE_CHECKING:
     from webhook.plugins.registry import PluginLimits
@@ -59,36 +53,9 @@ def plugin_set_for_cli(config: Config) -> PluginSet:
     """The plugins of ``--plugins DIR`` (or none), loaded once for an offline command."""
     if not config.plugins_dir:
         return EMPTY
-    from webhook.plugins.tool import plugin_set_from_dir
+    from webhook.commands.plugin_test import plugin_set_from_dir
 
     return plugin_set_from_dir(config.plugins_dir, plugin_limits(config))
-
-
-def as_request(pod: PodInput) -> AdmissionRequest:
-    """What `/mutate` would have been given for this Pod: the review itself, or a Pod CREATE."""
-    if pod.review is not None:
-        return pod.review
-    return AdmissionRequest(
-        api_version="admission.k8s.io/v1", uid="offline", operation="CREATE", group="", version="v1",
-        kind="Pod", resource="pods", sub_resource="", namespace=pod.namespace, object=pod.obj, dry_run=True,
-    )
-
-
-def add_resolve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="Pod, Pod metadata, AdmissionReview or List (JSON/YAML; - for stdin)")
-
-
-def run_resolve(args: argparse.Namespace, config: Config) -> int:
-    """Print one JSON object per Pod, computed by exactly the handler `/mutate` uses."""
-    pods = load_pods(args.file)
-    mutator = build_mutator(config, plugin_set_for_cli(config))
-    for pod in pods:
-        decision = mutator.handle(as_request(pod))
-        if decision.error:
-            raise CLIError(f"{pod.label}: resolution failed: {decision.error}")
-        out = decision.resolution.as_json() if decision.resolution else UNRESOLVED_JSON
-        sys.stdout.write(orjson.dumps(out).decode() + "\n")
-    return 0
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +68,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         # Before anything imports prometheus_client: every worker then writes its values to the
         # shared directory, and a scrape, answered by whichever worker, sums them all.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="workload-tagger-metrics-"))
-    from webhook import server
+    from webhook.admission import server
 
     if config.cert_mode == "files":
         try:
@@ -109,7 +76,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         except server.TLSFileError as exc:
             raise CLIError(str(exc)) from None
     if config.workers > 1:
-        from webhook import workers
+        from webhook.admission import workers
 
         def worker_exited(pid: int) -> None:
             from webhook import metrics
@@ -122,7 +89,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
 
 def serve_process(config: Config, reuse_port: bool = False) -> int:
     """One server process: its own event loop (uvloop unless configured otherwise) until SIGTERM."""
-    from webhook import server
+    from webhook.admission import server
 
     with asyncio.Runner(loop_factory=server.event_loop_factory(config.event_loop)) as runner:
         runner.run(serve(config, reuse_port=reuse_port))
@@ -146,7 +113,8 @@ async def self_managed_certs(config: Config, stop: asyncio.Event) -> Callable[[]
     Returns the function that stops the renewal thread. Readiness stays false meanwhile, and the
     startup probe bounds how long a replica may take.
     """
-    from webhook import kubeclient, selfcerts
+    from webhook.certs import selfmanaged as selfcerts
+    from webhook.cluster import client as kubeclient
 
     api = kubeclient.api_client(config)
     settings = selfcerts.settings_from_config(config, own_namespace())
@@ -169,10 +137,11 @@ async def self_managed_certs(config: Config, stop: asyncio.Event) -> Callable[[]
 
 async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: bool = False) -> None:
     """Wire certificates, plugin registry and source, metrics and the server; run until SIGTERM or ``stop``."""
-    from webhook import metrics, server
+    from webhook import metrics
+    from webhook.admission import server
+    from webhook.certs.reload import CertReloader
     from webhook.plugins.registry import PluginRegistry
-    from webhook.sources.factory import build_source
-    from webhook.tlsreload import CertReloader
+    from webhook.plugins.sources.factory import build_source
 
     stop = stop or asyncio.Event()
     stop_renewal = await self_managed_certs(config, stop) if config.cert_mode == "self-managed" else None

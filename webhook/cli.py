@@ -90,28 +90,28 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     b.command(sub, ("serve",), "run the HTTPS admission webhook", ("app", "run_serve", "add_serve_arguments"),
               serve_settings)
     b.command(sub, ("resolve",), "resolve the workload of a Pod, Pod metadata or AdmissionReview file",
-              ("app", "run_resolve", "add_resolve_arguments"), RESOLVE_SETTINGS)
+              ("commands.resolve", "run", "add_arguments"), RESOLVE_SETTINGS)
 
     plugin = sub.add_parser("plugin", help="test and manage Lua plugins", description="test and manage Lua plugins")
     psub = plugin.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
     b.command(psub, ("plugin", "test"), "run one plugin offline against Pod files",
-              ("plugins.tool", "run", "add_arguments"), RESOLVE_SETTINGS)
+              ("commands.plugin_test", "run", "add_arguments"), RESOLVE_SETTINGS)
     b.command(psub, ("plugin", "create"), "validate a plugin and store it in the plugins ConfigMap",
-              ("plugins.manage", "run_create", "add_create_arguments"), CONFIGMAP_SETTINGS)
+              ("commands.plugin_manage", "run_create", "add_create_arguments"), CONFIGMAP_SETTINGS)
     b.command(psub, ("plugin", "list"), "list the plugins in the ConfigMap",
-              ("plugins.manage", "run_list", "add_list_arguments"), CONFIGMAP_SETTINGS)
+              ("commands.plugin_manage", "run_list", "add_list_arguments"), CONFIGMAP_SETTINGS)
     b.command(psub, ("plugin", "delete"), "remove a plugin from the ConfigMap",
-              ("plugins.manage", "run_delete", "add_delete_arguments"), CONFIGMAP_SETTINGS)
+              ("commands.plugin_manage", "run_delete", "add_delete_arguments"), CONFIGMAP_SETTINGS)
 
     certs = sub.add_parser("certs", help="certificates", description="certificates")
     csub = certs.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
-    b.command(csub, ("certs", "generate"), "write a CA and a serving certificate", ("certs", "run", "add_arguments"))
+    b.command(csub, ("certs", "generate"), "write a CA and a serving certificate", ("commands.certs", "run", "add_arguments"))
 
     b.command(sub, ("recommend",), "DeepFlow Agent config and ClusterRole for the platforms your Pods run on",
-              ("recommend", "run", "add_arguments"), CLUSTER_SETTINGS)
+              ("commands.recommend", "run", "add_arguments"), CLUSTER_SETTINGS)
     b.command(sub, ("audit",), "report how many Pods are tagged, stale or unresolved",
-              ("audit", "run", "add_arguments"), (*RESOLVE_SETTINGS, *CLUSTER_SETTINGS))
-    b.command(sub, ("backfill",), "annotate Pods that already run", ("backfill", "run", "add_arguments"),
+              ("commands.audit", "run", "add_arguments"), (*RESOLVE_SETTINGS, *CLUSTER_SETTINGS))
+    b.command(sub, ("backfill",), "annotate Pods that already run", ("commands.backfill", "run", "add_arguments"),
               (*RESOLVE_SETTINGS, *CLUSTER_SETTINGS))
     return parser
 
@@ -123,9 +123,9 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from webhook.commands.inputs import InputError
     from webhook.errors import CLIError
-    from webhook.inputs import InputError
-    from webhook.rules import RuleConfigError
+    from webhook.resolution.rules import RuleConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import orjson
 from kubernetes.client.exceptions import ApiException
 
+from webhook.cluster.client import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
+from webhook.commands.inputs import InputError, PodInput, load_pods
 from webhook.errors import CLIError
-from webhook.inputs import InputError, PodInput, load_pods
-from webhook.kubeclient import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
 
 Notice = Callable[[str], None]
 """Where the lister says something the user should know (a restart, a retry); stderr in the CLI."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from webhook.types import Resolution
+from webhook.resolution.model import Resolution
 
 DEFAULT_PREFIX = "workload-tagger.io/"
 

@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
-from webhook.certs import (
+from webhook.certs.generate import (
     CA_VALIDITY,
     LEAF_VALIDITY,
     KeyPair,
@@ -44,7 +44,7 @@ from webhook.certs import (
     make_leaf,
     san_names,
 )
-from webhook.certs import service_names as _service_names
+from webhook.certs.generate import service_names as _service_names
 from webhook.config import Config
 
 log = logging.getLogger("workload_tagger.selfcerts")

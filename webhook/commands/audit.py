@@ -18,16 +18,16 @@ from typing import Any
 import orjson
 import yaml
 
+from webhook.admission.patch import annotation_keys, desired_annotations
 from webhook.app import build_resolver, plugin_set_for_cli
+from webhook.cluster.pods import ListScope, LiveLister, file_pods
+from webhook.commands.inputs import PodInput
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.inputs import PodInput
-from webhook.patch import annotation_keys, desired_annotations
 from webhook.plugins import PluginSet
-from webhook.podlist import ListScope, LiveLister, file_pods
-from webhook.resolver import Resolver
-from webhook.rules import select_owner
-from webhook.types import Resolution
+from webhook.resolution.model import Resolution
+from webhook.resolution.resolver import Resolver
+from webhook.resolution.rules import select_owner
 
 CORRECT, MISSING, STALE, UNRESOLVED = "correct", "missing", "stale", "unresolved"
 STATUSES = (CORRECT, MISSING, STALE, UNRESOLVED)
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
     else:
         scope = live_scope(args)
         if api is None:
-            from webhook.kubeclient import client_configuration, core_api
+            from webhook.cluster.client import client_configuration, core_api
 
             api = core_api(client_configuration(config))
         pods = LiveLister(api, scope, notice=stderr_notice)

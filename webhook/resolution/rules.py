@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from webhook.types import PodMeta, Resolution, canonical_type
+from webhook.resolution.model import PodMeta, Resolution, canonical_type
 
 # The CronJob controller names a Job `<cronjob>-<scheduled time in minutes since the epoch>`.
 # Pods carry no CronJob label, so that suffix is the only signal; accept it only when the number

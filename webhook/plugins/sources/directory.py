@@ -13,8 +13,8 @@ from pathlib import Path
 
 import watchfiles
 
-from webhook.sources import PluginSink, SourceObserver, ThreadedSource
-from webhook.sources.snapshot import read_plugin_dir
+from webhook.plugins.sources import PluginSink, SourceObserver, ThreadedSource
+from webhook.plugins.sources.snapshot import read_plugin_dir
 
 log = logging.getLogger("workload_tagger.sources.directory")
 
@@ -22,7 +22,7 @@ SOURCE = "directory"
 
 
 class DirectorySource(ThreadedSource):
-    """Feeds ``sink`` from a directory; see :class:`webhook.sources.PluginSource`."""
+    """Feeds ``sink`` from a directory; see :class:`webhook.plugins.sources.PluginSource`."""
 
     def __init__(
         self,

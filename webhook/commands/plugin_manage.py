@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
+from webhook.commands.plugin_test import read_plugin_file
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.plugins.registry import validate_plugin
-from webhook.plugins.tool import read_plugin_file
-from webhook.sources.snapshot import SUFFIX, plugin_key, plugins_from_data
+from webhook.plugins.sources.snapshot import SUFFIX, plugin_key, plugins_from_data
 
 Validator = Callable[[str, str], None]
 """``validate(name, source)`` returns if the plugin loads and runs, raises with the reason if not."""
@@ -214,7 +214,7 @@ def _where(config: Config) -> str:
 def _target(config: Config) -> Target:
     from kubernetes import client
 
-    from webhook.kubeclient import api_client as kube_api_client
+    from webhook.cluster.client import api_client as kube_api_client
 
     api = client.CoreV1Api(kube_api_client(config))
     return Target(api, config.resolved_configmap_namespace(), config.configmap_name)

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import yaml
 
-from webhook import admission
+from webhook.admission import review as admission
 
 
 class InputError(ValueError):

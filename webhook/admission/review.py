@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from webhook.patch import Patch
-from webhook.types import NO_METADATA, PodMeta
+from webhook.admission.patch import Patch
+from webhook.resolution.model import NO_METADATA, PodMeta
 
 SUPPORTED_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
 

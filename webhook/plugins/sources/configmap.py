@@ -18,9 +18,9 @@ import urllib3
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from webhook.sources import PluginSink, SourceObserver, ThreadedSource
-from webhook.sources.backoff import Backoff
-from webhook.sources.snapshot import plugins_from_data
+from webhook.plugins.sources import PluginSink, SourceObserver, ThreadedSource
+from webhook.plugins.sources.backoff import Backoff
+from webhook.plugins.sources.snapshot import plugins_from_data
 
 log = logging.getLogger("workload_tagger.sources.configmap")
 
@@ -33,7 +33,7 @@ class _Gone(Exception):
 
 
 class ConfigMapSource(ThreadedSource):
-    """Feeds ``sink`` from ConfigMap ``namespace/name``; see :class:`webhook.sources.PluginSource`.
+    """Feeds ``sink`` from ConfigMap ``namespace/name``; see :class:`webhook.plugins.sources.PluginSource`.
 
     ``watch_timeout_s`` is the server-side watch timeout (the watch is then renewed from the last
     resourceVersion); ``request_timeout_s`` bounds every call on the client side, which is also

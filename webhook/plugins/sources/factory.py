@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.sources import PluginSink, PluginSource, SourceObserver
+from webhook.plugins.sources import PluginSink, PluginSource, SourceObserver
 
 
 def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> PluginSource | None:
@@ -13,7 +13,7 @@ def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> 
     if kind == "none":
         return None
     if kind == "directory":
-        from webhook.sources.directory import DirectorySource
+        from webhook.plugins.sources.directory import DirectorySource
 
         if not config.plugins_dir:
             raise CLIError("plugin source 'directory' needs --plugins-dir")
@@ -21,8 +21,8 @@ def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> 
     if kind == "configmap":
         from kubernetes import client
 
-        from webhook.kubeclient import api_client
-        from webhook.sources.configmap import ConfigMapSource
+        from webhook.cluster.client import api_client
+        from webhook.plugins.sources.configmap import ConfigMapSource
 
         return ConfigMapSource(
             client.CoreV1Api(api_client(config)),

@@ -16,14 +16,14 @@ from typing import Any
 import orjson
 
 from webhook.plugins import EMPTY, PluginSet
-from webhook.rules import (
+from webhook.resolution.model import PodMeta, Resolution, canonical_type
+from webhook.resolution.rules import (
     BUILTIN_RULES,
     OwnerRule,
     RuleTable,
     select_owner,
     virtual_kubelet,
 )
-from webhook.types import PodMeta, Resolution, canonical_type
 
 
 @dataclass(frozen=True, slots=True)

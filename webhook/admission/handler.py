@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import msgspec
 
-from webhook.admission import AdmissionRequest, AdmissionResponse, PodObject
-from webhook.patch import DEFAULT_PREFIX, PatchBuilder
+from webhook.admission.patch import DEFAULT_PREFIX, PatchBuilder
+from webhook.admission.review import AdmissionRequest, AdmissionResponse, PodObject
 from webhook.plugins import PluginSet
-from webhook.resolver import Resolver
-from webhook.types import Resolution
+from webhook.resolution.model import Resolution
+from webhook.resolution.resolver import Resolver
 
 # Outcomes, as counted by the metrics: mutated (a patch was sent), unchanged (a Pod we
 # looked at but had nothing to add), skipped (not a Pod CREATE), error (internal failure).

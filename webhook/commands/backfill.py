@@ -32,7 +32,9 @@ from typing import Any, TextIO
 from kubernetes.client.exceptions import ApiException
 
 from webhook.app import build_resolver, plugin_set_for_cli
-from webhook.audit import (
+from webhook.cluster.client import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
+from webhook.cluster.pods import LiveLister, backoff
+from webhook.commands.audit import (
     STALE,
     UNRESOLVED,
     Assessment,
@@ -41,13 +43,11 @@ from webhook.audit import (
     live_scope,
     stderr_notice,
 )
+from webhook.commands.inputs import PodInput
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.inputs import PodInput
-from webhook.kubeclient import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
 from webhook.plugins import PluginSet
-from webhook.podlist import LiveLister, backoff
-from webhook.resolver import Resolver
+from webhook.resolution.resolver import Resolver
 
 MERGE_PATCH = "application/merge-patch+json"
 MAX_KEPT_FAILURES = 100  # failures are all counted; only the first ones are kept to be named
@@ -404,7 +404,7 @@ def run(
         raise CLIError("--qps must be > 0 and --burst at least 1", 2)
     resolver = build_resolver(config)
     if api is None:
-        from webhook.kubeclient import client_configuration, core_api
+        from webhook.cluster.client import client_configuration, core_api
 
         api = core_api(client_configuration(config))
     if plugins is None:

@@ -30,8 +30,9 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import StreamReader
 
-from webhook import admission, metrics
-from webhook.mutate import ERROR, PodMutator
+from webhook import metrics
+from webhook.admission import review as admission
+from webhook.admission.handler import ERROR, PodMutator
 
 log = logging.getLogger("workload_tagger.server")
 

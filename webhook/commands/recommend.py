@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from webhook import kubeclient
+from webhook.cluster import client as kubeclient
+from webhook.commands.inputs import InputError, PodInput, load_pods, read_text
 from webhook.errors import CLIError
-from webhook.inputs import InputError, PodInput, load_pods, read_text
 
 if TYPE_CHECKING:
     from webhook.config import Config

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import orjson
 
+from webhook.commands.inputs import load_pods
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.inputs import load_pods
 from webhook.plugins import MATCH, NullObserver
 from webhook.plugins.registry import (
     LoadedPluginSet,
@@ -32,8 +32,8 @@ from webhook.plugins.registry import (
     PluginLoadError,
     compile_plugin,
 )
-from webhook.resolver import plugin_input
-from webhook.sources.snapshot import read_plugin_dir
+from webhook.plugins.sources.snapshot import read_plugin_dir
+from webhook.resolution.resolver import plugin_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

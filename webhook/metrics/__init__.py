@@ -30,10 +30,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
 from webhook import __version__
-from webhook.mutate import MUTATED, UNCHANGED
+from webhook.admission.handler import MUTATED, UNCHANGED
 from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH, QUARANTINED
-from webhook.rules import BUILTIN_RULES
-from webhook.types import KNOWN_TYPES, Resolution, canonical_type
+from webhook.resolution.model import KNOWN_TYPES, Resolution, canonical_type
+from webhook.resolution.rules import BUILTIN_RULES
 
 # `_created` series double the series count and Prometheus 2.x does not use them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -544,7 +544,7 @@ class PluginMetrics:
 
 
 class SourceMetrics:
-    """The :class:`webhook.sources.SourceObserver` that feeds the source metrics.
+    """The :class:`webhook.plugins.sources.SourceObserver` that feeds the source metrics.
 
     ``source`` should be the kind of source (``configmap``, ``directory``): a fixed set.
     Sources should report ``synced(ok=True)`` after every complete list, including the relist

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from webhook.certs import load_keypair
+from webhook.certs.generate import load_keypair
 
 log = logging.getLogger("workload_tagger.tlsreload")
 

@@ -1,0 +1,1 @@
+"""Serving: one AdmissionReview in, one answer out (transport, codec, handler, patch)."""

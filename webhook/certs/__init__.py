@@ -1,0 +1,1 @@
+"""Certificates: generation, the self-managed CA, hot reload of the serving pair."""

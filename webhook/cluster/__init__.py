@@ -1,0 +1,1 @@
+"""Talking to the Kubernetes API: one client factory, paginated Pod lists, rate limits."""

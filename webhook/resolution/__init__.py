@@ -1,0 +1,1 @@
+"""Deciding: who owns a Pod (the model, the rule table, the resolver)."""
