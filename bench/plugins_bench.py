@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import deepflow_plugins
 from bench.targets import Target
-from webhook.plugins import BUDGET, dkjson
+from webhook.outcomes import PluginOutcome
+from webhook.plugins import dkjson
 from webhook.plugins.registry import PluginLimits, PluginRegistry
 from webhook.plugins.runtime import PluginRuntime
 from webhook.resolution.resolver import plugin_input
@@ -119,7 +120,7 @@ def budget_ms(instructions: int) -> float:
     )
     started = time.perf_counter()
     result = runtime.call("{}")
-    assert result.outcome == BUDGET
+    assert result.outcome == PluginOutcome.BUDGET
     return (time.perf_counter() - started) * 1e3
 
 

@@ -6,7 +6,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from webhook.plugins import ERROR, INVALID, MATCH, NO_MATCH
+from webhook.outcomes import PluginOutcome
 from webhook.plugins.dkjson import parse
 from webhook.plugins.runtime import MAX_VALUE_BYTES, CallResult, PluginRuntime, chunk_name
 
@@ -36,21 +36,21 @@ def expected_outcome(line: str) -> Outcome:
     parts = line.split(" ")
     if parts[0] == "error":
         message = _unhex(parts[1]).decode("utf-8", "replace") if parts[1].startswith("x") else None
-        return Outcome(ERROR, error=message)
+        return Outcome(PluginOutcome.ERROR, error=message)
     _, type_a, type_b, hex_a, hex_b = parts
     if type_a != "string" or type_b != "string":
-        return Outcome(INVALID)
+        return Outcome(PluginOutcome.INVALID)
     a, b = _unhex(hex_a), _unhex(hex_b)
     if a == b"" and b == b"":
-        return Outcome(NO_MATCH)
+        return Outcome(PluginOutcome.NO_MATCH)
     if a == b"" or b == b"" or len(a) > MAX_VALUE_BYTES or len(b) > MAX_VALUE_BYTES:
-        return Outcome(INVALID)
+        return Outcome(PluginOutcome.INVALID)
     if any(c < 32 or c == 127 for c in a + b):
-        return Outcome(INVALID)
+        return Outcome(PluginOutcome.INVALID)
     try:
-        return Outcome(MATCH, a.decode(), b.decode())
+        return Outcome(PluginOutcome.MATCH, a.decode(), b.decode())
     except UnicodeDecodeError:
-        return Outcome(INVALID)
+        return Outcome(PluginOutcome.INVALID)
 
 
 def reference_results(plugin: Path, inputs: list[str], tmp: Path) -> list[Outcome]:
@@ -71,10 +71,10 @@ def reference_results(plugin: Path, inputs: list[str], tmp: Path) -> list[Outcom
 
 
 def our_outcome(result: CallResult) -> Outcome:
-    if result.outcome == MATCH:
-        return Outcome(MATCH, result.workload_type, result.workload_name)
-    if result.outcome == ERROR:
-        return Outcome(ERROR, error=result.error)
+    if result.outcome == PluginOutcome.MATCH:
+        return Outcome(PluginOutcome.MATCH, result.workload_type, result.workload_name)
+    if result.outcome == PluginOutcome.ERROR:
+        return Outcome(PluginOutcome.ERROR, error=result.error)
     return Outcome(result.outcome)
 
 

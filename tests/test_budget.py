@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from tests.conftest import ServerFactory
 from tests.factories import owner, pod, review
 from webhook.admission import review as admission
-from webhook.admission.handler import MUTATED, TIMEOUT, UNCHANGED, PodMutator
+from webhook.admission.handler import PodMutator
 from webhook.admission.review import AdmissionRequest
+from webhook.outcomes import ReviewOutcome
 from webhook.plugins import PluginAnswer
 from webhook.resolution.resolver import Resolver
 
@@ -74,7 +75,7 @@ def test_within_budget_the_plugin_answer_is_patched() -> None:
     clock, plugins = fake_timed(10, 0.005, answer_from=9)
     mutator = PodMutator(Resolver(), lambda: plugins, budget_seconds=0.1, clock=clock)
     decision = mutator.handle(unresolved_request())
-    assert decision.outcome == MUTATED
+    assert decision.outcome == ReviewOutcome.MUTATED
     assert decision.resolution is not None and decision.resolution.resolved_by == "plugin:p09"
     assert plugins.started == list(range(10))
 
@@ -83,7 +84,7 @@ def test_no_plugin_starts_after_the_deadline_and_the_review_is_allowed_unpatched
     clock, plugins = fake_timed(10, 0.03, answer_from=9)
     mutator = PodMutator(Resolver(), lambda: plugins, budget_seconds=0.1, clock=clock)
     decision = mutator.handle(unresolved_request())
-    assert decision.outcome == TIMEOUT
+    assert decision.outcome == ReviewOutcome.TIMEOUT
     assert decision.response.patch is None
     assert plugins.started == [0, 1, 2, 3]  # started at 0, 30, 60, 90 ms; the 5th would start at 120 ms
 
@@ -92,7 +93,7 @@ def test_an_answer_arriving_after_the_deadline_is_dropped() -> None:
     clock, plugins = fake_timed(1, 0.25, answer_from=0)
     mutator = PodMutator(Resolver(), lambda: plugins, budget_seconds=0.1, clock=clock)
     decision = mutator.handle(unresolved_request())
-    assert decision.outcome == TIMEOUT
+    assert decision.outcome == ReviewOutcome.TIMEOUT
     assert decision.response.patch is None
     assert admission.encode(decision.response) == admission.encode(
         admission.AdmissionResponse(decision.response.api_version, decision.response.uid))
@@ -103,14 +104,14 @@ def test_resolver_stops_pulling_from_a_set_that_ignores_the_deadline() -> None:
     clock, plugins = fake_timed(10, 0.03, answer_type="NotAWorkload", honours_deadline=False)
     mutator = PodMutator(Resolver(), lambda: plugins, budget_seconds=0.1, clock=clock)
     decision = mutator.handle(unresolved_request())
-    assert decision.outcome == TIMEOUT
+    assert decision.outcome == ReviewOutcome.TIMEOUT
     assert plugins.started == [0, 1, 2, 3]
 
 
 def test_without_a_budget_every_plugin_may_run() -> None:
     clock, plugins = fake_timed(10, 0.03, answer_from=9)
     decision = PodMutator(Resolver(), lambda: plugins, budget_seconds=None, clock=clock).handle(unresolved_request())
-    assert decision.outcome == MUTATED
+    assert decision.outcome == ReviewOutcome.MUTATED
     assert plugins.started == list(range(10))
 
 
@@ -119,13 +120,13 @@ def test_rules_resolve_without_touching_plugins_even_with_a_tiny_budget() -> Non
     body = review(pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")]))
     mutator = PodMutator(Resolver(), lambda: plugins, budget_seconds=0.001, clock=clock)
     decision = mutator.handle(admission.decode(json.dumps(body).encode()))
-    assert decision.outcome == MUTATED and plugins.started == []
+    assert decision.outcome == ReviewOutcome.MUTATED and plugins.started == []
 
 
 def test_unresolved_within_budget_is_unchanged_not_timeout() -> None:
     clock, plugins = fake_timed(3, 0.001, answer_type="NotAWorkload")
     decision = PodMutator(Resolver(), lambda: plugins, budget_seconds=0.1, clock=clock).handle(unresolved_request())
-    assert decision.outcome == UNCHANGED
+    assert decision.outcome == ReviewOutcome.UNCHANGED
 
 
 async def test_slow_plugins_over_tls_are_cut_at_the_budget(start_server: ServerFactory) -> None:

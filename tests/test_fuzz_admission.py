@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import ServerFactory
 from webhook.admission import review as admission
-from webhook.admission.handler import ERROR, PodMutator
+from webhook.admission.handler import PodMutator
 from webhook.admission.patch import DEFAULT_PREFIX
+from webhook.outcomes import ReviewOutcome
 from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver, plugin_input
 
@@ -105,7 +106,7 @@ def check_answer(body: bytes) -> dict[str, Any] | None:
     except admission.AdmissionError:
         return None
     decision = MUTATOR.handle(request)
-    assert decision.outcome != ERROR, decision.error
+    assert decision.outcome != ReviewOutcome.ERROR, decision.error
     out = json.loads(admission.encode(decision.response))
     assert out["apiVersion"] == request.api_version and out["kind"] == "AdmissionReview"
     response: dict[str, Any] = out["response"]

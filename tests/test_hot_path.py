@@ -12,8 +12,9 @@ import orjson
 from tests.factories import owner, pod, review
 from tests.test_resolver_plugins import Recording
 from webhook.admission import review as admission
-from webhook.admission.handler import MUTATED, UNCHANGED, PodMutator
+from webhook.admission.handler import PodMutator
 from webhook.admission.patch import DEFAULT_PREFIX, PatchBuilder, annotation_ops, desired_annotations
+from webhook.outcomes import ReviewOutcome
 from webhook.plugins import EMPTY
 from webhook.resolution.model import Resolution
 from webhook.resolution.resolver import Resolver, plugin_input
@@ -34,7 +35,7 @@ def test_rules_answer_without_building_the_whole_metadata() -> None:
     pod_object = request.object
     assert isinstance(pod_object, admission.PodObject)
     decision = PodMutator(Resolver(), lambda: Recording([("never", "Job", "x")])).handle(request)
-    assert decision.outcome == MUTATED and decision.resolution is not None
+    assert decision.outcome == ReviewOutcome.MUTATED and decision.resolution is not None
     assert decision.resolution.workload_name == "web"
     # managedFields and the rest were skipped, never built: only the fields rules and plugins read exist
     assert pod_object.meta.labels == {"pod-template-hash": "7c5ddbdf54", "app": "web"}
@@ -47,7 +48,7 @@ def test_plugins_get_the_metadata_as_deepflow_shapes_it_with_the_namespace_fille
     body = orjson.dumps(review(obj, namespace="prod"))
     plugins = Recording([("widget", "Deployment", "w")])
     decision = PodMutator(Resolver(), lambda: plugins).handle(admission.decode_for_mutation(body))
-    assert decision.outcome == MUTATED
+    assert decision.outcome == ReviewOutcome.MUTATED
     assert plugins.inputs == [plugin_input(obj["metadata"], "prod")]
     sent = json.loads(plugins.inputs[0])
     assert sent["namespace"] == "prod" and "managedFields" not in sent and sent["labels"] == {"a": "b"}
@@ -70,7 +71,7 @@ def test_a_patch_is_keyed_by_which_of_our_keys_the_pod_already_has() -> None:
     mutator = PodMutator(Resolver(), lambda: EMPTY)
     done = {f"{DEFAULT_PREFIX}{k}": "x" for k in ("workload-type", "workload-name", "resolved-by")}
     untouched = mutator.handle(admission.decode_for_mutation(everyday_body(annotations=done)))
-    assert untouched.outcome == UNCHANGED and untouched.response.patch is None
+    assert untouched.outcome == ReviewOutcome.UNCHANGED and untouched.response.patch is None
     partial = mutator.handle(admission.decode_for_mutation(everyday_body(annotations={f"{DEFAULT_PREFIX}workload-type": "x"})))
     assert partial.response.patch is not None
     assert [op["path"].rsplit("~1", 1)[1] for op in partial.response.patch.ops] == ["workload-name", "resolved-by"]
@@ -120,7 +121,7 @@ def test_plugins_get_deepflows_shape_whatever_the_api_server_sent() -> None:
             f'"object":{{"kind":"Pod","metadata": {meta_text} ,"spec":{{}}}}}}}}').encode()
     plugins = Recording([("widget", "Deployment", "w")])
     decision = PodMutator(Resolver(), lambda: plugins).handle(admission.decode_for_mutation(body))
-    assert decision.outcome == MUTATED
+    assert decision.outcome == ReviewOutcome.MUTATED
     assert plugins.inputs == [
         '{"labels":{"note":"a < b & c"},"name":"w-0","namespace":"prod",'
         '"ownerReferences":[{"apiVersion":"example.com/v1","controller":true,"kind":"Widget","name":"w","uid":"o"}]}'

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from webhook import metrics
 from webhook.certs import generate as certs
-from webhook.resolution.model import Resolution
+from webhook.resolution.model import KNOWN_TYPES, Resolution
 
 
 def val(name: str, **labels: str) -> float | None:
@@ -103,7 +103,7 @@ def test_resolution_labels_are_source_kind_and_known_type(
     metrics.observe_resolution(resolution)
     assert val("workload_tagger_resolutions_total", source=source, workload_type=wtype) == before + 1
     exposed = series_labels("workload_tagger_resolutions_total")
-    assert {s["workload_type"] for s in exposed} <= {*metrics.KNOWN_TYPES, "other", "none"}
+    assert {s["workload_type"] for s in exposed} <= {*KNOWN_TYPES, "other", "none"}
     assert not any(s["source"].startswith(("plugin:", "builtin:")) for s in exposed)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.plugins_support import DATA, Outcome, our_results, reference_results
-from webhook.plugins import ERROR, INVALID, MATCH, NO_MATCH
+from webhook.outcomes import PluginOutcome
 from webhook.resolution.resolver import plugin_input
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "plugins"
@@ -41,8 +41,8 @@ def test_same_results_as_real_lua(plugin: Path, prepared: bool, tmp_path: Path) 
     ours = our_results(plugin, inputs, prepared)
     reference = reference_results(plugin, inputs, tmp_path)
     for text, mine, theirs in zip(inputs, ours, reference, strict=True):
-        if theirs.outcome == ERROR and theirs.error is None:  # error object was not a string
-            assert mine.outcome == ERROR, text
+        if theirs.outcome == PluginOutcome.ERROR and theirs.error is None:  # error object was not a string
+            assert mine.outcome == PluginOutcome.ERROR, text
             assert mine.error is not None and "error object is a" in mine.error, text
         else:
             assert mine == theirs, text
@@ -54,11 +54,11 @@ def test_corpus_covers_every_outcome(tmp_path: Path) -> None:
     seen: set[str] = set()
     for plugin in PLUGINS:
         seen.update(o.outcome for o in reference_results(plugin, inputs, tmp_path))
-    assert {MATCH, NO_MATCH, ERROR, INVALID} <= seen
+    assert {PluginOutcome.MATCH, PluginOutcome.NO_MATCH, PluginOutcome.ERROR, PluginOutcome.INVALID} <= seen
 
 
 def test_documentation_example_resolves_opengauss() -> None:
     inputs = plugin_inputs()
     results = our_results(EXAMPLES / "opengauss.lua", inputs)
-    assert results[0] == Outcome(MATCH, "statefulset", "ogtest")
-    assert all(r.outcome == NO_MATCH for r in results[1:])
+    assert results[0] == Outcome(PluginOutcome.MATCH, "statefulset", "ogtest")
+    assert all(r.outcome == PluginOutcome.NO_MATCH for r in results[1:])

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.plugins_support import DUMP, lua_reference
-from webhook.plugins import MATCH
+from webhook.outcomes import PluginOutcome
 from webhook.plugins.dkjson import parse, refused
 from webhook.plugins.runtime import PluginRuntime
 
@@ -79,7 +79,7 @@ def ours(texts: list[str], prepared: bool = False) -> list[str]:
     out = []
     for text in texts:
         result = runtime.call(text.encode(), parse(text) if prepared else None)
-        assert result.outcome == MATCH, result
+        assert result.outcome == PluginOutcome.MATCH, result
         out.append(result.workload_name)
     return out
 
@@ -131,7 +131,7 @@ def test_encode_matches_real_dkjson(tmp_path: Path) -> None:
     )
     runtime = PluginRuntime("encode", source, 50_000_000, 64 << 20, max_value_bytes=1 << 20)
     result = runtime.call("{}")
-    assert result.outcome == MATCH, result
+    assert result.outcome == PluginOutcome.MATCH, result
     real = f"""
 package.path = "/usr/share/lua/5.1/?.lua;" .. package.path
 dofile("{ENCODE}")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhook.plugins import MEMORY, NO_MATCH
+from webhook.outcomes import PluginOutcome
 from webhook.plugins.registry import PluginLimits, PluginRegistry
 from webhook.plugins.runtime import PluginRuntime
 
@@ -46,7 +46,7 @@ def lua_runtimes(objects: list[object]) -> list[str]:
 
 def test_a_dropped_runtime_is_not_left_in_a_cycle(garbage: list[object]) -> None:
     rt = PluginRuntime("decodes", DECODES, 5_000_000, 8 << 20)
-    assert rt.call(META).outcome == NO_MATCH  # the dkjson bridge (the former cycle) has been used
+    assert rt.call(META).outcome == PluginOutcome.NO_MATCH  # the dkjson bridge (the former cycle) has been used
     del rt
     gc.collect()
     assert lua_runtimes(garbage) == []
@@ -54,7 +54,7 @@ def test_a_dropped_runtime_is_not_left_in_a_cycle(garbage: list[object]) -> None
 
 def test_a_runtime_rebuilt_after_the_memory_cap_frees_the_old_one(garbage: list[object]) -> None:
     rt = PluginRuntime("bomb", BOMB, 5_000_000, 8 << 20)
-    assert rt.call(META).outcome == MEMORY and rt.rebuilds == 1
+    assert rt.call(META).outcome == PluginOutcome.MEMORY and rt.rebuilds == 1
     gc.collect()
     assert lua_runtimes(garbage) == []
 

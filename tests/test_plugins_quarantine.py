@@ -10,7 +10,8 @@ import pytest
 from tests.test_metrics import val
 from tests.test_plugins_registry import META, NOT_MINE, Recorder, answering
 from webhook import metrics
-from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH, QUARANTINED, PluginAnswer
+from webhook.outcomes import PluginOutcome
+from webhook.plugins import PluginAnswer
 from webhook.plugins.quarantine import ENTERED, LIFTED, MAX_SECONDS, Breaker, QuarantinePolicy
 from webhook.plugins.registry import PluginLimits, PluginRegistry
 
@@ -30,9 +31,9 @@ def breaker(after: int = 3, seconds: float = 30.0) -> tuple[Breaker, Clock]:
 
 def test_consecutive_costly_failures_open_it_for_the_quarantine() -> None:
     b, clock = breaker(after=3)
-    assert [b.record(BUDGET), b.record(MEMORY)] == [None, None]
+    assert [b.record(PluginOutcome.BUDGET), b.record(PluginOutcome.MEMORY)] == [None, None]
     assert b.allows() and not b.quarantined
-    assert b.record(BUDGET) == ENTERED
+    assert b.record(PluginOutcome.BUDGET) == ENTERED
     assert not b.allows() and b.quarantined
     clock.now += 29.9
     assert not b.allows()
@@ -40,42 +41,42 @@ def test_consecutive_costly_failures_open_it_for_the_quarantine() -> None:
     assert b.allows() and not b.quarantined  # the trial call
 
 
-@pytest.mark.parametrize("cheap", [MATCH, NO_MATCH, ERROR, INVALID])
+@pytest.mark.parametrize("cheap", [PluginOutcome.MATCH, PluginOutcome.NO_MATCH, PluginOutcome.ERROR, PluginOutcome.INVALID])
 def test_any_cheap_outcome_resets_the_count(cheap: str) -> None:
     b, _ = breaker(after=3)
     for _ in range(5):
-        assert b.record(BUDGET) is None
-        assert b.record(BUDGET) is None
+        assert b.record(PluginOutcome.BUDGET) is None
+        assert b.record(PluginOutcome.BUDGET) is None
         assert b.record(cheap) is None
     assert b.allows()
 
 
 def test_a_failed_trial_doubles_the_quarantine_up_to_the_maximum() -> None:
     b, clock = breaker(after=1, seconds=100.0)
-    assert b.record(BUDGET) == ENTERED
+    assert b.record(PluginOutcome.BUDGET) == ENTERED
     lengths = []
     for _ in range(6):
         clock.now = b.until or clock.now
         assert b.allows()
-        assert b.record(MEMORY) == ENTERED
+        assert b.record(PluginOutcome.MEMORY) == ENTERED
         lengths.append(b.length)
     assert lengths == [200.0, 400.0, MAX_SECONDS, MAX_SECONDS, MAX_SECONDS, MAX_SECONDS]
 
 
 def test_a_good_trial_lifts_it_and_resets_the_length() -> None:
     b, clock = breaker(after=1, seconds=10.0)
-    b.record(BUDGET)
+    b.record(PluginOutcome.BUDGET)
     clock.now = b.until or 0
-    b.record(BUDGET)  # failed trial: 20 s
+    b.record(PluginOutcome.BUDGET)  # failed trial: 20 s
     clock.now = b.until or 0
-    assert b.record(NO_MATCH) == LIFTED
+    assert b.record(PluginOutcome.NO_MATCH) == LIFTED
     assert b.until is None and b.length == 10.0 and b.allows()
-    assert b.record(BUDGET) == ENTERED and b.until == clock.now + 10.0
+    assert b.record(PluginOutcome.BUDGET) == ENTERED and b.until == clock.now + 10.0
 
 
 def test_after_zero_never_quarantines() -> None:
     b, _ = breaker(after=0)
-    assert all(b.record(BUDGET) is None for _ in range(100))
+    assert all(b.record(PluginOutcome.BUDGET) is None for _ in range(100))
     assert b.allows()
 
 
@@ -95,14 +96,14 @@ def test_a_looping_plugin_is_skipped_while_quarantined_and_the_others_still_answ
         for _ in range(6):
             assert list(reg.current.answers(META)) == [PluginAnswer("b-good", "Job", "b")]
     loop_outcomes = [outcome for plugin, outcome in rec.evaluations if plugin == "a-loop"]
-    assert loop_outcomes == [BUDGET] * 3 + [QUARANTINED] * 3
-    assert [outcome for plugin, outcome in rec.evaluations if plugin == "b-good"] == [MATCH] * 6
+    assert loop_outcomes == [PluginOutcome.BUDGET] * 3 + [PluginOutcome.QUARANTINED] * 3
+    assert [outcome for plugin, outcome in rec.evaluations if plugin == "b-good"] == [PluginOutcome.MATCH] * 6
     assert rec.quarantines == [("a-loop", True)]
     assert any("a-loop quarantined for 30 s after 3 consecutive" in r.getMessage() for r in caplog.records)
 
     clock.now += 31  # the trial: still looping, so 60 s more
     list(reg.current.answers(META))
-    assert rec.evaluations[-2:] == [("a-loop", BUDGET), ("b-good", MATCH)]
+    assert rec.evaluations[-2:] == [("a-loop", PluginOutcome.BUDGET), ("b-good", PluginOutcome.MATCH)]
     assert rec.quarantines[-1] == ("a-loop", True)
     assert reg.current.plugins["a-loop"].breaker.length == 60.0
 
@@ -117,7 +118,7 @@ def test_a_fixed_plugin_gets_a_fresh_breaker_and_an_unchanged_one_keeps_its_own(
     reg.apply({"a-loop": NOT_MINE, "c-loop": LOOP}, origin="test")  # a fixed, c untouched
     rec.evaluations.clear()
     list(reg.current.answers(META))
-    assert rec.evaluations == [("a-loop", NO_MATCH), ("c-loop", QUARANTINED)]
+    assert rec.evaluations == [("a-loop", PluginOutcome.NO_MATCH), ("c-loop", PluginOutcome.QUARANTINED)]
 
 
 def test_quarantine_off_runs_the_looping_plugin_every_time() -> None:
@@ -127,7 +128,7 @@ def test_quarantine_off_runs_the_looping_plugin_every_time() -> None:
     reg.apply({"a-loop": LOOP}, origin="test")
     for _ in range(8):
         list(reg.current.answers(META))
-    assert rec.evaluations == [("a-loop", BUDGET)] * 8 and rec.quarantines == []
+    assert rec.evaluations == [("a-loop", PluginOutcome.BUDGET)] * 8 and rec.quarantines == []
 
 
 def test_metrics_count_skipped_calls_and_show_the_quarantine() -> None:
@@ -158,4 +159,4 @@ def test_memory_bombs_count_as_costly_too() -> None:
     reg.apply({"bomb": bomb}, origin="test")
     for _ in range(3):
         list(reg.current.answers(META))
-    assert rec.evaluations == [("bomb", MEMORY), ("bomb", MEMORY), ("bomb", QUARANTINED)]
+    assert rec.evaluations == [("bomb", PluginOutcome.MEMORY), ("bomb", PluginOutcome.MEMORY), ("bomb", PluginOutcome.QUARANTINED)]

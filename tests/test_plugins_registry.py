@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from webhook.plugins import BUDGET, ERROR, MATCH, NO_MATCH, QUARANTINED, PluginAnswer
+from webhook.outcomes import PluginOutcome
+from webhook.plugins import PluginAnswer
 from webhook.plugins.registry import (
     PluginLimits,
     PluginLoadError,
@@ -42,7 +43,7 @@ class Recorder:
         self.evaluations.append((plugin, outcome))
 
     def skipped(self, plugin: str) -> None:
-        self.evaluations.append((plugin, QUARANTINED))
+        self.evaluations.append((plugin, PluginOutcome.QUARANTINED))
 
     def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
         self.quarantines.append((plugin, quarantined))
@@ -67,7 +68,7 @@ def test_apply_loads_in_name_order_and_reports() -> None:
     assert (report.loaded, report.unchanged, report.removed, report.failed) == (["a", "b", "c"], [], [], {})
     assert reg.current.names == ("a", "b", "c")
     assert answers(reg) == [PluginAnswer("b", "Job", "from-b"), PluginAnswer("c", "CronJob", "from-c")]
-    assert rec.evaluations == [("a", NO_MATCH), ("b", MATCH), ("c", MATCH)]
+    assert rec.evaluations == [("a", PluginOutcome.NO_MATCH), ("b", PluginOutcome.MATCH), ("c", PluginOutcome.MATCH)]
     assert list(rec.sets[-1]) == ["a", "b", "c"] and all(len(h) == 64 for h in rec.sets[-1].values())
 
 
@@ -76,7 +77,7 @@ def test_answers_are_lazy_so_later_plugins_are_not_run() -> None:
     reg = PluginRegistry(LIMITS, rec)
     reg.apply({"a": answering("Job", "x"), "b": answering("Job", "y")}, origin="test")
     first = next(reg.current.answers(META))
-    assert first.plugin == "a" and rec.evaluations == [("a", MATCH)]
+    assert first.plugin == "a" and rec.evaluations == [("a", PluginOutcome.MATCH)]
 
 
 def test_bad_version_keeps_last_good_and_others_still_apply() -> None:
@@ -119,7 +120,7 @@ def test_failing_plugin_is_skipped_counted_and_logged_once(caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING, logger="workload_tagger.plugins"):
         for _ in range(3):
             assert answers(reg) == [PluginAnswer("c", "Job", "c")]
-    assert rec.evaluations[:3] == [("a", ERROR), ("b", BUDGET), ("c", MATCH)]
+    assert rec.evaluations[:3] == [("a", PluginOutcome.ERROR), ("b", PluginOutcome.BUDGET), ("c", PluginOutcome.MATCH)]
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 2 and "a.lua:1: boom" in logged[0] and "budget" in logged[1]
 

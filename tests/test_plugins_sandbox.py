@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH
+from webhook.outcomes import PluginOutcome
 from webhook.plugins.dkjson import parse
 from webhook.plugins.registry import PluginLimits, PluginLoadError, compile_plugin
 from webhook.plugins.runtime import CallResult, PluginRuntime
@@ -31,7 +31,7 @@ def run(body: str, limits: PluginLimits = SMALL) -> CallResult:
 def says(body: str) -> str:
     """What a plugin body computed, returned as the workload name."""
     result = run(body)
-    assert result.outcome == MATCH, result
+    assert result.outcome == PluginOutcome.MATCH, result
     return result.workload_name
 
 
@@ -41,8 +41,8 @@ def says(body: str) -> str:
 def test_infinite_loop_hits_the_budget_and_the_runtime_keeps_working() -> None:
     rt = plugin('if metaJsonStr == "loop" then while true do end end\nreturn "Deployment", "ok"')
     result = rt.call("loop")
-    assert (result.outcome, result.error) == (BUDGET, "instruction budget exceeded")
-    assert rt.call(META).outcome == MATCH
+    assert (result.outcome, result.error) == (PluginOutcome.BUDGET, "instruction budget exceeded")
+    assert rt.call(META).outcome == PluginOutcome.MATCH
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_infinite_loop_hits_the_budget_and_the_runtime_keeps_working() -> None:
 )
 def test_budget_cannot_be_swallowed_or_escaped(trap: str) -> None:
     result = run(trap + '\nreturn "Deployment", "escaped"')
-    assert result.outcome == BUDGET, result
+    assert result.outcome == PluginOutcome.BUDGET, result
 
 
 def test_native_decoding_is_charged_to_the_budget() -> None:
@@ -67,7 +67,7 @@ def test_native_decoding_is_charged_to_the_budget() -> None:
         'local big = "[" .. string.rep("1,", 400000) .. "1]"\n'
         'for i = 1, 100 do dkjson.decode(big) end\nreturn "Deployment", "decoded"'
     )
-    assert run(body, PluginLimits(instructions=1_000_000, memory_bytes=32 << 20)).outcome == BUDGET
+    assert run(body, PluginLimits(instructions=1_000_000, memory_bytes=32 << 20)).outcome == PluginOutcome.BUDGET
 
 
 def test_memory_bomb_hits_the_cap_and_the_runtime_is_rebuilt() -> None:
@@ -79,10 +79,10 @@ def test_memory_bomb_hits_the_cap_and_the_runtime_is_rebuilt() -> None:
     )
     assert rt.call(META).workload_name == "1"
     result = rt.call("bomb")
-    assert (result.outcome, result.error) == (MEMORY, "memory cap exceeded")
+    assert (result.outcome, result.error) == (PluginOutcome.MEMORY, "memory cap exceeded")
     assert rt.rebuilds == 1
     # a fresh runtime: the global counter started again
-    assert (rt.call(META).outcome, rt.call(META).workload_name) == (MATCH, "2")
+    assert (rt.call(META).outcome, rt.call(META).workload_name) == (PluginOutcome.MATCH, "2")
 
 
 def test_memory_error_cannot_be_swallowed() -> None:
@@ -90,7 +90,7 @@ def test_memory_error_cannot_be_swallowed() -> None:
         'local ok = pcall(function() return string.rep("x", 64 * 1024 * 1024) end)\n'
         'return "Deployment", tostring(ok)'
     )
-    assert run(body).outcome == MEMORY
+    assert run(body).outcome == PluginOutcome.MEMORY
 
 
 def test_deep_recursion_is_an_error_not_a_crash() -> None:
@@ -100,27 +100,27 @@ def test_deep_recursion_is_an_error_not_a_crash() -> None:
         PluginLimits(instructions=50_000_000),
     )
     result = rt.call("deep")
-    assert result.outcome == ERROR and result.error is not None and "stack overflow" in result.error
+    assert result.outcome == PluginOutcome.ERROR and result.error is not None and "stack overflow" in result.error
     assert rt.call(META).workload_name == "fine"
 
 
 @pytest.mark.parametrize(
     ("returns", "outcome"),
     [
-        ('"Deployment", string.rep("n", 254)', INVALID),
-        ('string.rep("T", 254), "name"', INVALID),
-        ('"Deployment", string.rep("n", 253)', MATCH),
-        ('"Deployment", {}', INVALID),
-        ('"Deployment", 7', INVALID),
-        ('"Deployment"', INVALID),
-        ("nil", INVALID),
-        ('"Deployment", "a\\nb"', INVALID),
-        ('"Deployment", "a\\0b"', INVALID),
-        ('"Dep\\127", "x"', INVALID),
-        ('"Deployment", "\\255\\254"', INVALID),
-        ('"", "name"', INVALID),
-        ('"", ""', NO_MATCH),
-        ('"Deployment", "café-日本"', MATCH),
+        ('"Deployment", string.rep("n", 254)', PluginOutcome.INVALID),
+        ('string.rep("T", 254), "name"', PluginOutcome.INVALID),
+        ('"Deployment", string.rep("n", 253)', PluginOutcome.MATCH),
+        ('"Deployment", {}', PluginOutcome.INVALID),
+        ('"Deployment", 7', PluginOutcome.INVALID),
+        ('"Deployment"', PluginOutcome.INVALID),
+        ("nil", PluginOutcome.INVALID),
+        ('"Deployment", "a\\nb"', PluginOutcome.INVALID),
+        ('"Deployment", "a\\0b"', PluginOutcome.INVALID),
+        ('"Dep\\127", "x"', PluginOutcome.INVALID),
+        ('"Deployment", "\\255\\254"', PluginOutcome.INVALID),
+        ('"", "name"', PluginOutcome.INVALID),
+        ('"", ""', PluginOutcome.NO_MATCH),
+        ('"Deployment", "café-日本"', PluginOutcome.MATCH),
     ],
 )
 def test_return_values_are_validated(returns: str, outcome: str) -> None:
@@ -129,7 +129,7 @@ def test_return_values_are_validated(returns: str, outcome: str) -> None:
 
 def test_errors_carry_the_line() -> None:
     result = run('local x = nil\nreturn x.field, "n"')
-    assert result.outcome == ERROR and result.line == 5
+    assert result.outcome == PluginOutcome.ERROR and result.line == 5
     assert result.error == "p.lua:5: attempt to index local 'x' (a nil value)"
 
 
@@ -170,7 +170,7 @@ def test_bad_plugins_are_rejected_naming_plugin_and_line(
 def test_os_is_reduced_to_time_clock_date(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     result = run(f'os.execute("touch {marker}")\nreturn "Deployment", "ran"')
-    assert result.outcome == ERROR and "execute" in str(result.error)
+    assert result.outcome == PluginOutcome.ERROR and "execute" in str(result.error)
     assert not marker.exists()
     kinds = says('return "Deployment", type(os.time()) .. type(os.clock()) .. type(os.date("%Y"))')
     assert kinds == "numbernumberstring"
@@ -218,7 +218,7 @@ def test_files_cannot_be_read(tmp_path: Path) -> None:
         f'require("{secret.with_suffix("")}")',
     ):
         result = run(f"local x = {attempt}\nreturn 'Deployment', tostring(x)")
-        assert result.outcome == ERROR, attempt
+        assert result.outcome == PluginOutcome.ERROR, attempt
 
 
 def test_binary_chunks_are_refused(tmp_path: Path) -> None:
@@ -244,14 +244,14 @@ def test_binary_chunks_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("opt", ["collect", "stop", "restart", "step", "setpause", "setstepmul", None])
 def test_collectgarbage_only_counts(opt: str | None) -> None:
     arg = "" if opt is None else f'"{opt}"'
-    assert run(f"collectgarbage({arg})\nreturn 'Deployment', 'x'").outcome == ERROR
+    assert run(f"collectgarbage({arg})\nreturn 'Deployment', 'x'").outcome == PluginOutcome.ERROR
     assert says('return "Deployment", type(collectgarbage("count"))') == "number"
 
 
 @pytest.mark.parametrize("name", ["io", "os.execute", "debug", "python", "lfs", "socket", "cjson", "ffi"])
 def test_require_offers_only_dkjson(name: str) -> None:
     result = run(f'require("{name}")\nreturn "Deployment", "loaded"')
-    assert result.outcome == ERROR and f"module '{name}' not found" in str(result.error)
+    assert result.outcome == PluginOutcome.ERROR and f"module '{name}' not found" in str(result.error)
 
 
 def test_require_dkjson_never_touches_the_filesystem(tmp_path: Path) -> None:
@@ -291,7 +291,7 @@ def test_tampering_with_the_engine_from_inside_changes_nothing() -> None:
     )
     assert rt.call(META).workload_name == "tampered"
     # our own code keeps its private references: decode and result validation still work
-    assert rt.call(META).outcome == INVALID
+    assert rt.call(META).outcome == PluginOutcome.INVALID
 
 
 def test_python_objects_are_unreachable() -> None:
@@ -313,10 +313,10 @@ def test_metadata_too_big_for_the_cap_is_a_memory_outcome(prepared: bool) -> Non
     )
     bigger_than_cap = json.dumps({"name": "big", "labels": {f"label-{i}": "v" * 40 for i in range(40_000)}})
     result = rt.call(bigger_than_cap.encode(), parse(bigger_than_cap) if prepared else None)
-    assert (result.outcome, result.error, rt.rebuilds) == (MEMORY, "metadata too large for the memory cap", 0)
+    assert (result.outcome, result.error, rt.rebuilds) == (PluginOutcome.MEMORY, "metadata too large for the memory cap", 0)
     # fits as text, but its tables would not: built by the Lua scanner, which fails cleanly
     many_tables = json.dumps({"name": "tables", "items": [{} for _ in range(50_000)]})
     result = rt.call(many_tables.encode(), parse(many_tables) if prepared else None)
-    assert (result.outcome, rt.rebuilds) == (MEMORY, 1)
+    assert (result.outcome, rt.rebuilds) == (PluginOutcome.MEMORY, 1)
     small = '{"name":"small"}'
     assert rt.call(small.encode(), parse(small) if prepared else None).workload_name == "small"

@@ -20,19 +20,20 @@ import msgspec
 
 from webhook.admission.patch import DEFAULT_PREFIX, PatchBuilder
 from webhook.admission.review import AdmissionRequest, AdmissionResponse, PodObject
+from webhook.outcomes import ReviewOutcome
 from webhook.plugins import PluginSet
 from webhook.resolution.model import Resolution
 from webhook.resolution.resolver import Resolver
 
-# Outcomes, as counted by the metrics: mutated (a patch was sent), unchanged (a Pod we
-# looked at but had nothing to add), skipped (not a Pod CREATE), error (internal failure).
-# timeout (the review budget ran out: allowed, no patch).
-MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT = "mutated", "unchanged", "skipped", "error", "timeout"
+# Bound once: attribute lookups on the enum class cost more than a module global on the hot path.
+MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT = (
+    ReviewOutcome.MUTATED, ReviewOutcome.UNCHANGED, ReviewOutcome.SKIPPED, ReviewOutcome.ERROR, ReviewOutcome.TIMEOUT,
+)
 
 
 class Decision(msgspec.Struct, gc=False):  # one per review: a Struct, see AdmissionRequest
     response: AdmissionResponse
-    outcome: str
+    outcome: ReviewOutcome
     resolution: Resolution | None = None
     error: str | None = None
 

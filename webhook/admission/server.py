@@ -32,12 +32,10 @@ from aiohttp.streams import StreamReader
 
 from webhook import metrics
 from webhook.admission import review as admission
-from webhook.admission.handler import ERROR, PodMutator
+from webhook.admission.handler import PodMutator
+from webhook.outcomes import ReviewOutcome
 
 log = logging.getLogger("workload_tagger.server")
-
-INVALID = "invalid"
-
 
 @dataclass
 class Readiness:
@@ -210,11 +208,11 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         try:
             req = admission.decode_for_mutation(body)
         except admission.AdmissionError as exc:
-            metrics.observe_admission("", INVALID, None)
+            metrics.observe_admission("", ReviewOutcome.INVALID, None)
             log.warning("malformed admission review", extra={"error": str(exc)})
             raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
         decision = mutator.handle(req)
-        if decision.outcome == ERROR:
+        if decision.outcome == ReviewOutcome.ERROR:
             log.error(
                 "resolution failed; allowed without patch",
                 extra={"uid": req.uid, "error": decision.error},

@@ -25,7 +25,8 @@ import orjson
 from webhook.commands.inputs import load_pods
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.plugins import MATCH, NullObserver
+from webhook.outcomes import PluginOutcome
+from webhook.plugins import NullObserver
 from webhook.plugins.registry import (
     LoadedPluginSet,
     PluginLimits,
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             started = time.perf_counter()
             result = plugin.runtime.call(meta_json.encode())
             micros = (time.perf_counter() - started) * 1e6
-            matched = result.outcome == MATCH
+            matched = result.outcome == PluginOutcome.MATCH
             line = {
                 "file": pod.source,
                 "pod": pod.label,

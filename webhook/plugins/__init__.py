@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from webhook.outcomes import PluginOutcome
+
 
 @dataclass(frozen=True, slots=True)
 class PluginAnswer:
@@ -48,16 +50,10 @@ class EmptyPluginSet:
 EMPTY = EmptyPluginSet()
 
 
-# Outcomes of one plugin evaluation, as counted by the metrics.
-MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID = "match", "no-match", "error", "budget", "memory", "invalid"
-# Counted, not evaluated: the plugin was skipped because it is quarantined (see quarantine.py).
-QUARANTINED = "quarantined"
-
-
 class PluginObserver(Protocol):
     """Where the plugin engine reports what happened; metrics.py implements it, tests record it."""
 
-    def evaluated(self, plugin: str, outcome: str, seconds: float) -> None: ...
+    def evaluated(self, plugin: str, outcome: PluginOutcome, seconds: float) -> None: ...
 
     def skipped(self, plugin: str) -> None:
         """A call not made because the plugin is quarantined."""
@@ -73,7 +69,7 @@ class PluginObserver(Protocol):
 
 
 class NullObserver:
-    def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
+    def evaluated(self, plugin: str, outcome: PluginOutcome, seconds: float) -> None:
         pass
 
     def skipped(self, plugin: str) -> None:

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhook.plugins import BUDGET, MEMORY
+from webhook.outcomes import PluginOutcome
 
-COSTLY = frozenset({BUDGET, MEMORY})
+COSTLY = frozenset({PluginOutcome.BUDGET, PluginOutcome.MEMORY})
 MAX_SECONDS = 600.0
 
 # What a recorded outcome changed, for the log line and the gauge.
@@ -60,7 +60,7 @@ class Breaker:
         """True while calls are being skipped (the trial window, once reached, is not)."""
         return not self.allows()
 
-    def record(self, outcome: str) -> str | None:
+    def record(self, outcome: PluginOutcome) -> str | None:
         """Account for one call's outcome; returns :data:`ENTERED` or :data:`LIFTED` on a change."""
         if outcome not in COSTLY:
             self.failures = 0

@@ -16,16 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.plugins import (
-    BUDGET,
-    ERROR,
-    INVALID,
-    MATCH,
-    MEMORY,
-    NullObserver,
-    PluginAnswer,
-    PluginObserver,
-)
+from webhook.outcomes import PluginOutcome
+from webhook.plugins import NullObserver, PluginAnswer, PluginObserver
 from webhook.plugins.dkjson import parse
 from webhook.plugins.quarantine import ENTERED, Breaker, QuarantinePolicy
 from webhook.plugins.runtime import CallResult, CompileError, PluginRuntime
@@ -43,7 +35,7 @@ DEFAULT_SAMPLE_META = (
 
 _MAX_LOGGED = 1024  # distinct (plugin, error) pairs logged per set; bounds memory if messages vary
 
-_FAILED = frozenset({ERROR, BUDGET, MEMORY, INVALID})
+_FAILED = frozenset({PluginOutcome.ERROR, PluginOutcome.BUDGET, PluginOutcome.MEMORY, PluginOutcome.INVALID})
 
 
 @dataclass(frozen=True)
@@ -165,7 +157,7 @@ class LoadedPluginSet:
                 self._observer.skipped(plugin.name)
                 continue
             result = self.evaluate(plugin, encoded, prepared)
-            if result.outcome == MATCH:
+            if result.outcome == PluginOutcome.MATCH:
                 yield PluginAnswer(plugin.name, result.workload_type, result.workload_name)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import lupa.lua51 as lua51
 
-from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH
+from webhook.outcomes import PluginOutcome
 from webhook.plugins.dkjson import make_bridge
 
 HOOK_EVERY = 1000
@@ -49,12 +49,12 @@ PUSH_SLACK = 64 * 1024
 _SANDBOX = resources.files("webhook.plugins").joinpath("sandbox.lua").read_text(encoding="utf-8")
 _LINE = re.compile(r"^[^:\n]*:(\d+):")
 _OUTCOMES = {
-    "match": MATCH,
-    "nomatch": NO_MATCH,
-    "error": ERROR,
-    "budget": BUDGET,
-    "memory": MEMORY,
-    "invalid": INVALID,
+    "match": PluginOutcome.MATCH,
+    "nomatch": PluginOutcome.NO_MATCH,
+    "error": PluginOutcome.ERROR,
+    "budget": PluginOutcome.BUDGET,
+    "memory": PluginOutcome.MEMORY,
+    "invalid": PluginOutcome.INVALID,
 }
 
 
@@ -68,16 +68,16 @@ class CompileError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CallResult:
-    """What one evaluation produced; ``workload_type``/``workload_name`` only for MATCH."""
+    """What one evaluation produced; ``workload_type``/``workload_name`` only for PluginOutcome.MATCH."""
 
-    outcome: str
+    outcome: PluginOutcome
     workload_type: str = ""
     workload_name: str = ""
     error: str | None = None
     line: int | None = None
 
 
-NO_MATCH_RESULT = CallResult(NO_MATCH)  # the commonest result: immutable, so one is shared
+NO_MATCH_RESULT = CallResult(PluginOutcome.NO_MATCH)  # the commonest result: immutable, so one is shared
 
 
 def error_line(message: str) -> int | None:
@@ -179,7 +179,7 @@ class PluginRuntime:
         # What may still be allocated in this runtime before its cap, with slack for the call itself.
         room = self.memory_bytes - PUSH_SLACK - int(self._lua.get_memory_used())
         if size > room:
-            return CallResult(MEMORY, error="metadata too large for the memory cap")
+            return CallResult(PluginOutcome.MEMORY, error="metadata too large for the memory cap")
         try:
             if (
                 prepared is not None
@@ -199,12 +199,12 @@ class PluginRuntime:
         if not isinstance(result, tuple):
             result = (result,)
         outcome = _OUTCOMES[result[0]]
-        if outcome == MATCH:
-            return CallResult(MATCH, result[1], result[2])
-        if outcome == NO_MATCH:
+        if outcome == PluginOutcome.MATCH:
+            return CallResult(PluginOutcome.MATCH, result[1], result[2])
+        if outcome == PluginOutcome.NO_MATCH:
             return NO_MATCH_RESULT
         message = str(result[1])
-        if outcome == MEMORY:
+        if outcome == PluginOutcome.MEMORY:
             self.rebuild()
             message = "memory cap exceeded"
         return CallResult(outcome, error=message, line=error_line(message))
@@ -217,7 +217,7 @@ class PluginRuntime:
         """A runtime that hit its memory cap is unusable: replace it by a fresh one."""
         with self._rebuild_lock:
             # It compiled before, so only a cap too low for a fresh load can fail here; the
-            # next call then reports MEMORY again and retries.
+            # next call then reports PluginOutcome.MEMORY again and retries.
             with contextlib.suppress(CompileError):
                 old = self._holder
                 self._call, self._output, self._lua, self._holder = self._build()
