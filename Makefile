@@ -42,6 +42,7 @@ system-deps:
 lint: venv
 	$(VENV)/bin/ruff check webhook tests bench tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: venv system-deps lint
 	$(PY) -m pytest

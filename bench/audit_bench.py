@@ -19,6 +19,7 @@ from tests.fakeapi import FakeCluster, serve
 from tests.podgen import make_pods
 from webhook.cluster.pods import ListScope, LiveLister
 from webhook.commands import audit, backfill
+from webhook.commands.inputs import cluster_pods
 from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver
 
@@ -31,16 +32,16 @@ def one(n: int) -> tuple[int, float, float, int, float, float]:
     resolver = Resolver()
     with serve(cluster) as api:
         t0 = time.perf_counter()
-        report = audit.build_report(LiveLister(api, ListScope(None, PAGE)), resolver, EMPTY, PREFIX)
+        report = audit.build_report(cluster_pods(LiveLister(api, ListScope(None, PAGE))), resolver, EMPTY, PREFIX)
         t_audit = time.perf_counter() - t0
         tracemalloc.start()
-        audit.build_report(LiveLister(api, ListScope(None, PAGE)), resolver, EMPTY, PREFIX)
+        audit.build_report(cluster_pods(LiveLister(api, ListScope(None, PAGE))), resolver, EMPTY, PREFIX)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         patcher = backfill.Patcher(api, resolver, EMPTY, PREFIX, overwrite_stale=False)
         t0 = time.perf_counter()
         result = backfill.backfill(
-            LiveLister(api, ListScope(None, PAGE)),
+            cluster_pods(LiveLister(api, ListScope(None, PAGE))),
             resolver,
             EMPTY,
             PREFIX,

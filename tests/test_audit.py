@@ -17,10 +17,11 @@ import yaml
 
 from tests.fakeapi import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods
-from webhook.cluster.pods import ListScope, LiveLister, file_pods
+from webhook.cluster.pods import ListScope, LiveLister
 from webhook.commands import audit
+from webhook.commands.inputs import cluster_pods, file_pods
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.plugins import EMPTY, PluginAnswer
 from webhook.resolution.resolver import Resolver
 
@@ -93,7 +94,7 @@ def test_counts_are_exact_across_pages() -> None:
     cluster = FakeCluster([g.pod for g in gen])
     with serve(cluster) as api:
         lst = lister(api, page=250)
-        report = audit.build_report(lst, Resolver(), EMPTY, PREFIX)
+        report = audit.build_report(cluster_pods(lst), Resolver(), EMPTY, PREFIX)
     assert report.total == 3000
     check(report, expected_report(gen))
     lists = cluster.requests("LIST")
@@ -113,7 +114,7 @@ def test_namespaced_list_and_plugin_answers_are_used() -> None:
     cluster = FakeCluster([g.pod for g in gen])
     plugin = ArgoPlugin()
     with serve(cluster) as api:
-        report = audit.build_report(lister(api, page=40, namespace="ns-3"), Resolver(), plugin, PREFIX)
+        report = audit.build_report(cluster_pods(lister(api, page=40, namespace="ns-3")), Resolver(), plugin, PREFIX)
     mine = [g for g in gen if g.pod["metadata"]["namespace"] == "ns-3"]
     assert report.total == len(mine) == 100
     check(report, expected_report(mine, plugin_claims_workflows=True))
@@ -130,7 +131,7 @@ def test_expired_continue_token_restarts_without_double_counting() -> None:
     notices: list[str] = []
     with serve(cluster) as api:
         lst = lister(api, page=100, notices=notices)
-        report = audit.build_report(lst, Resolver(), EMPTY, PREFIX)
+        report = audit.build_report(cluster_pods(lst), Resolver(), EMPTY, PREFIX)
     assert report.total == 1000 and lst.restarts == 1
     check(report, expected_report(gen))
     assert "continue" not in cluster.requests("LIST")[3].query  # the list started over
@@ -147,7 +148,7 @@ def test_expired_token_with_a_continue_token_in_the_status_goes_on() -> None:
         cluster.fault("LIST", "LIST#3", Fault(410, body=body))
         notices: list[str] = []
         lst = lister(api, page=100, notices=notices)
-        report = audit.build_report(lst, Resolver(), EMPTY, PREFIX)
+        report = audit.build_report(cluster_pods(lst), Resolver(), EMPTY, PREFIX)
     assert report.total == 600
     check(report, expected_report(gen))
     assert cluster.requests("LIST")[3].query["continue"] == offered
@@ -162,7 +163,7 @@ def test_dropped_connection_and_429_on_a_page_are_retried() -> None:
     slept: list[float] = []
     with serve(cluster) as api:
         lst = LiveLister(api, ListScope(None, 300), sleep=slept.append)
-        report = audit.build_report(lst, Resolver(), EMPTY, PREFIX)
+        report = audit.build_report(cluster_pods(lst), Resolver(), EMPTY, PREFIX)
     assert report.total == 900
     check(report, expected_report(gen))
     assert 3.0 in slept
@@ -180,8 +181,8 @@ def test_forbidden_list_is_one_line_exit_2() -> None:
             403, body=status_body(403, "Forbidden", 'pods is forbidden: User "x" cannot list resource "pods"')
         ),
     )
-    with serve(cluster) as api, pytest.raises(CLIError) as err:
-        audit.build_report(lister(api), Resolver(), EMPTY, PREFIX)
+    with serve(cluster) as api, pytest.raises(UserError) as err:
+        audit.build_report(cluster_pods(lister(api)), Resolver(), EMPTY, PREFIX)
     assert err.value.code == 2
     assert "grant pods list" in str(err.value) and "\n" not in str(err.value)
 
@@ -192,10 +193,10 @@ def test_memory_stays_flat_across_pages() -> None:
     def peak(n: int) -> int:
         cluster = FakeCluster([g.pod for g in make_pods(n)])
         with serve(cluster) as api:
-            audit.build_report(lister(api, page=100), Resolver(), EMPTY, PREFIX)  # warm-up: imports, pools
+            audit.build_report(cluster_pods(lister(api, page=100)), Resolver(), EMPTY, PREFIX)  # warm-up: imports, pools
             tracemalloc.start()
             try:
-                audit.build_report(lister(api, page=100), Resolver(), EMPTY, PREFIX)
+                audit.build_report(cluster_pods(lister(api, page=100)), Resolver(), EMPTY, PREFIX)
                 return tracemalloc.get_traced_memory()[1]
             finally:
                 tracemalloc.stop()
@@ -255,7 +256,7 @@ def test_run_live_uses_the_api_and_needs_a_scope(capsys: pytest.CaptureFixture[s
     gen = make_pods(50)
     cluster = FakeCluster([g.pod for g in gen])
     with serve(cluster) as api:
-        with pytest.raises(CLIError) as err:
+        with pytest.raises(UserError) as err:
             audit.run(args(), Config(), plugins=EMPTY, api=api)
         assert err.value.code == 2 and "-A" in str(err.value)
         assert audit.run(args("-A", "--page-size", "7"), Config(), plugins=EMPTY, api=api) == 0
@@ -281,7 +282,7 @@ def test_stale_means_our_key_disagrees() -> None:
 
 
 def test_unreadable_file_is_one_line() -> None:
-    with pytest.raises(CLIError) as err:
+    with pytest.raises(UserError) as err:
         list(file_pods("/nonexistent/pods.json", None))
     assert err.value.code == 2 and "cannot read /nonexistent/pods.json" in str(err.value)
 
@@ -306,8 +307,8 @@ def test_a_list_that_keeps_failing_ends_with_one_line() -> None:
     for n in range(3, 8):
         cluster.fault("LIST", f"LIST#{n}", Fault(drop=True))
     notices: list[str] = []
-    with serve(cluster) as api, pytest.raises(CLIError) as err:
-        audit.build_report(lister(api, page=100, notices=notices), Resolver(), EMPTY, PREFIX)
+    with serve(cluster) as api, pytest.raises(UserError) as err:
+        audit.build_report(cluster_pods(lister(api, page=100, notices=notices)), Resolver(), EMPTY, PREFIX)
     assert str(err.value).startswith("cannot list Pods: connection failed") and "\n" not in str(err.value)
     assert len(cluster.requests("LIST")) == 6  # the first page, then 5 attempts at the second
     assert len(notices) == 4
@@ -315,7 +316,7 @@ def test_a_list_that_keeps_failing_ends_with_one_line() -> None:
 
 def test_live_path_through_a_kubeconfig(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = Config(kubeconfig=str(tmp_path / "nope.yaml"))
-    with pytest.raises(CLIError) as err:
+    with pytest.raises(UserError) as err:
         audit.run(args("-A"), missing, plugins=EMPTY)
     assert err.value.code == 2 and str(err.value).startswith("cannot reach a cluster: ")
 

@@ -13,8 +13,9 @@ from tests.fakeapi import FakeCluster, Fault, serve, status_body
 from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods, wanted
 from webhook.cluster.pods import ListScope, LiveLister
 from webhook.commands import audit, backfill
+from webhook.commands.inputs import cluster_pods
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver
 
@@ -42,7 +43,7 @@ def run_backfill(
     lister = LiveLister(api, ListScope(None, page), sleep=sleep)
     patcher = backfill.Patcher(api, resolver, EMPTY, PREFIX, overwrite, sleep=sleep) if apply else None
     result = backfill.backfill(
-        lister,
+        cluster_pods(lister),
         resolver,
         EMPTY,
         PREFIX,
@@ -84,7 +85,7 @@ def test_apply_patches_exactly_the_pods_that_need_it_once_then_nothing() -> None
         first, _ = run_backfill(api, apply=True)
         patches = cluster.requests("PATCH")
         second, _ = run_backfill(api, apply=True)
-        after = audit.build_report(LiveLister(api, ListScope(None, 500)), Resolver(), EMPTY, PREFIX)
+        after = audit.build_report(cluster_pods(LiveLister(api, ListScope(None, 500))), Resolver(), EMPTY, PREFIX)
     need = {g.key: expected_change(g, False) for g in gen if expected_change(g, False)}
     assert Counter(pod_name(p.path) for p in patches) == Counter(dict.fromkeys(need, 1))
     for p in patches:
@@ -147,7 +148,7 @@ def test_per_pod_failures_are_handled_and_the_run_goes_on() -> None:
         changed_mid_run = {"done": False}
 
         def pods() -> Any:
-            for pod in lister:
+            for pod in cluster_pods(lister):
                 if pod.label == conflict and not changed_mid_run["done"]:
                     changed_mid_run["done"] = True
                     cluster.touch(
@@ -192,7 +193,7 @@ def test_forbidden_stops_with_one_line_naming_the_permission() -> None:
     parser = argparse.ArgumentParser()
     backfill.add_arguments(parser)
     out = io.StringIO()
-    with serve(cluster) as api, pytest.raises(CLIError) as err:
+    with serve(cluster) as api, pytest.raises(UserError) as err:
         backfill.run(
             parser.parse_args(["-A", "--apply", "--qps", "1000"]), Config(), plugins=EMPTY, api=api, out=out
         )
@@ -218,7 +219,7 @@ def test_run_exit_codes_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
             plugins=EMPTY,
             api=api,
         )
-        with pytest.raises(CLIError) as err:
+        with pytest.raises(UserError) as err:
             backfill.run(parser.parse_args(["--apply"]), Config(), plugins=EMPTY, api=api)
     assert applied == 0 and err.value.code == 2
     ns1 = [g for g in gen if g.pod["metadata"]["namespace"] == "ns-1" and expected_change(g, False)]

@@ -17,6 +17,7 @@ from tests.podgen import make_pods, wanted
 from webhook.cluster.client import core_api
 from webhook.cluster.pods import ListScope, LiveLister
 from webhook.commands import audit, backfill
+from webhook.commands.inputs import cluster_pods
 from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver
 
@@ -35,10 +36,10 @@ async def test_audit_and_backfill_against_kmock(kmock: Any) -> None:
 
     def work() -> tuple[audit.AuditReport, backfill.BackfillResult, audit.AuditReport]:
         resolver = Resolver()
-        before = audit.build_report(LiveLister(api, ListScope(None, 100)), resolver, EMPTY, PREFIX)
+        before = audit.build_report(cluster_pods(LiveLister(api, ListScope(None, 100))), resolver, EMPTY, PREFIX)
         patcher = backfill.Patcher(api, resolver, EMPTY, PREFIX, overwrite_stale=False)
         result = backfill.backfill(
-            LiveLister(api, ListScope(None, 100)),
+            cluster_pods(LiveLister(api, ListScope(None, 100))),
             resolver,
             EMPTY,
             PREFIX,
@@ -46,7 +47,7 @@ async def test_audit_and_backfill_against_kmock(kmock: Any) -> None:
             overwrite_stale=False,
             progress=backfill.Progress(io.StringIO(), tty=False),
         )
-        after = audit.build_report(LiveLister(api, ListScope(None, 100)), resolver, EMPTY, PREFIX)
+        after = audit.build_report(cluster_pods(LiveLister(api, ListScope(None, 100))), resolver, EMPTY, PREFIX)
         return before, result, after
 
     try:

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from webhook.certs import generate as certs
 from webhook.commands import certs as certs_command
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 
 LEAD_ARGV = [
     "--service",
@@ -92,11 +92,11 @@ def test_bad_flags_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not a DNS name or IP address" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse(["--days", "0"])
-    with pytest.raises(CLIError, match="cannot exceed --ca-days"):
+    with pytest.raises(UserError, match="cannot exceed --ca-days"):
         certs_command.run(parse(["--out", str(tmp_path), "--days", "400", "--ca-days", "300"]), Config())
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(CLIError, match="cannot write certificates"):
+    with pytest.raises(UserError, match="cannot write certificates"):
         certs_command.run(parse(["--out", str(blocker / "sub")]), Config())
 
 

@@ -23,7 +23,7 @@ from tests.fakeapi import FakeConfigMapAPI, core_api, write_kubeconfig
 from webhook.cluster.client import api_client as kube_api_client
 from webhook.commands import plugin_manage as manage
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.plugins.registry import PluginLoadError
 
 NS, NAME = "tagger", "workload-tagger-plugins"
@@ -116,7 +116,7 @@ async def test_create_list_delete_round_trip(
         stored = api.read_namespaced_config_map(NAME, NS, _request_timeout=2)
         assert stored.data == {"hello.lua": HELLO2, "broken.lua": BROKEN, "notes.txt": "hi"}
         assert [p["name"] for p in list_json(config, capsys)] == ["broken", "hello"]
-        with pytest.raises(CLIError, match=f"not found: plugin bye is not in configmap {NS}/{NAME}"):
+        with pytest.raises(UserError, match=f"not found: plugin bye is not in configmap {NS}/{NAME}"):
             manage.run_delete(parse("delete", ["bye"]), config)
 
     await asyncio.to_thread(scenario)
@@ -137,18 +137,18 @@ def test_create_validates_before_touching_the_cluster(tmp_path: Path) -> None:
             "attempt to index local 'owner' (a nil value)",
         }
         for name, source in (("broken", BROKEN), ("syntax", SYNTAX), ("fails", FAILS)):
-            with pytest.raises(CLIError) as caught:
+            with pytest.raises(UserError) as caught:
                 create(config, tmp_path, name, source)
             assert str(caught.value) == rejected[name]
-        with pytest.raises(CLIError, match="unsupported plugin type 'wasm': only lua is supported"):
+        with pytest.raises(UserError, match="unsupported plugin type 'wasm': only lua is supported"):
             create(config, tmp_path, "hello", HELLO, "--type", "wasm")
         image = plugin_file(tmp_path, "hello", HELLO)
         for bad in ("bad/name", "-dash", "", "a" * 250):
             args = parse("create", ["--image", image, f"--name={bad}"])
-            with pytest.raises(CLIError, match="invalid plugin name"):
+            with pytest.raises(UserError, match="invalid plugin name"):
                 manage.run_create(args, config)
         args = parse("create", ["--image", str(tmp_path / "missing.lua"), "--name", "x"])
-        with pytest.raises(CLIError, match=r"cannot read plugin file .*missing\.lua"):
+        with pytest.raises(UserError, match=r"cannot read plugin file .*missing\.lua"):
             manage.run_create(args, config)
         assert fake.seen == []
 
@@ -194,7 +194,7 @@ def test_endless_conflicts_give_up_with_one_line(tmp_path: Path) -> None:
     with FakeConfigMapAPI(always_conflict=True) as fake:
         fake.put(NS, NAME, {"other.lua": BYE})
         config = config_for(fake.url, tmp_path)
-        with pytest.raises(CLIError, match=f"configmap {NS}/{NAME} kept changing under us \\(409 Conflict 5 times\\)"):
+        with pytest.raises(UserError, match=f"configmap {NS}/{NAME} kept changing under us \\(409 Conflict 5 times\\)"):
             create(config, tmp_path, "hello", HELLO)
         assert [s.status for s in fake.seen if s.method == "PATCH"] == [409] * 5
 
@@ -213,7 +213,7 @@ def test_forbidden_names_verb_resource_and_namespace(tmp_path: Path, forbid: str
         if forbid != "create":
             fake.put(NS, NAME, {"hello.lua": HELLO})
         config = config_for(fake.url, tmp_path)
-        with pytest.raises(CLIError) as caught:
+        with pytest.raises(UserError) as caught:
             if command == "create":
                 create(config, tmp_path, "bye", BYE)
             elif command == "delete":
@@ -229,7 +229,7 @@ def test_forbidden_names_verb_resource_and_namespace(tmp_path: Path, forbid: str
 def test_delete_from_a_missing_configmap_is_not_found(tmp_path: Path) -> None:
     with FakeConfigMapAPI() as fake:
         config = config_for(fake.url, tmp_path)
-        with pytest.raises(CLIError, match=f"not found: configmap {NS}/{NAME} does not exist, so there is no plugin x"):
+        with pytest.raises(UserError, match=f"not found: configmap {NS}/{NAME} does not exist, so there is no plugin x"):
             manage.run_delete(parse("delete", ["x"]), config)
 
 
@@ -241,13 +241,13 @@ def test_list_of_a_missing_configmap_is_empty(tmp_path: Path, capsys: pytest.Cap
 
 def test_no_cluster_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = Config(kubeconfig=str(tmp_path / "nope"), configmap_namespace=NS)
-    with pytest.raises(CLIError, match=r"^cannot reach a cluster: kubeconfig .*nope: "):
+    with pytest.raises(UserError, match=r"^cannot reach a cluster: kubeconfig .*nope: "):
         manage.run_list(parse("list", []), missing)
 
     # Neither in-cluster nor a default kubeconfig (this machine's own ~/.kube/config is kept out).
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "absent"))
-    with pytest.raises(CLIError, match=r"^cannot reach a cluster: no in-cluster config and no kubeconfig: "):
+    with pytest.raises(UserError, match=r"^cannot reach a cluster: no in-cluster config and no kubeconfig: "):
         kube_api_client(Config())
 
     # A kubeconfig whose server does not answer.
@@ -258,7 +258,7 @@ def test_no_cluster_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monkey
     expected = (
         f"cannot reach a cluster at http://127.0.0.1:{port}: Connection refused (trying to get configmap {NS}/{NAME})"
     )
-    with pytest.raises(CLIError) as caught:
+    with pytest.raises(UserError) as caught:
         manage.run_list(parse("list", []), closed)
     assert str(caught.value) == expected
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from webhook.commands.plugin_test import add_arguments, plugin_set_from_dir, run
+from webhook.commands.plugin_test import add_arguments, run
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
+from webhook.plugins.loading import plugin_set_from_dir
 from webhook.plugins.registry import PluginLimits
 from webhook.resolution.resolver import Resolver
 
@@ -79,9 +80,9 @@ def test_plugin_test_reports_runtime_errors_with_line(
 def test_plugin_that_does_not_load_is_one_error(tmp_path: Path) -> None:
     plugin = tmp_path / "bad.lua"
     plugin.write_text("function GetWorkloadTypeAndName(s)\n  return 'a' 'b'\nend\n")
-    with pytest.raises(CLIError, match=r"plugin 'bad' rejected: bad.lua:2:"):
+    with pytest.raises(UserError, match=r"plugin 'bad' rejected: bad.lua:2:"):
         run(parse([str(plugin), str(DATA / "og-pod.json")]), Config())
-    with pytest.raises(CLIError, match="cannot read plugin"):
+    with pytest.raises(UserError, match="cannot read plugin"):
         run(parse([str(tmp_path / "missing.lua"), str(DATA / "og-pod.json")]), Config())
 
 
@@ -102,10 +103,10 @@ def test_plugin_set_from_dir(tmp_path: Path) -> None:
     )
     (tmp_path / "good.lua").write_text('function GetWorkloadTypeAndName(s) return "", "" end')
     (tmp_path / "zbad.lua").write_text("function GetWorkloadTypeAndName(s)")
-    with pytest.raises(CLIError, match=r"plugin 'zbad' rejected: zbad.lua:1: .*zbad.lua\)$"):
+    with pytest.raises(UserError, match=r"plugin 'zbad' rejected: zbad.lua:1: .*zbad.lua\)$"):
         plugin_set_from_dir(str(tmp_path), PluginLimits())
-    with pytest.raises(CLIError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         plugin_set_from_dir(str(tmp_path / "nope"), PluginLimits())
     (tmp_path / "zbad.lua").write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(CLIError, match=f"^cannot read plugins from {tmp_path}: 'utf-8' codec can't decode"):
+    with pytest.raises(UserError, match=f"^cannot read plugins from {tmp_path}: 'utf-8' codec can't decode"):
         plugin_set_from_dir(str(tmp_path), PluginLimits())

@@ -14,7 +14,7 @@ from tests.fakeapi import FakeKube, FakeKubeServer, write_kubeconfig
 from webhook.commands import recommend as rc
 from webhook.commands.inputs import load_pods
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 
 DATA = Path(__file__).parent / "data"
 GUIDE: dict[str, dict[str, str]] = yaml.safe_load((DATA / "deepflow-k8s-crd-guide.yaml").read_text())
@@ -130,10 +130,10 @@ def test_cli_json_and_api_versions_file(tmp_path: Path, capsys: pytest.CaptureFi
 def test_cli_bad_file_is_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(CLIError) as err:
+    with pytest.raises(UserError) as err:
         rc.run(args(file=str(bad)), Config())
     assert "bad.json" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(CLIError, match="cannot read"):
+    with pytest.raises(UserError, match="cannot read"):
         rc.run(args(file=str(tmp_path / "missing.json")), Config())
 
 
@@ -160,7 +160,7 @@ def test_live_cluster_pages_pods_and_asks_discovery(
 
 def test_live_cluster_unreachable_is_one_clear_line(tmp_path: Path) -> None:
     config = Config(kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")))
-    with pytest.raises(CLIError, match="cannot read Pods from the cluster"):
+    with pytest.raises(UserError, match="cannot read Pods from the cluster"):
         rc.run(args(), config)
-    with pytest.raises(CLIError, match="cannot reach a cluster"):
+    with pytest.raises(UserError, match="cannot reach a cluster"):
         rc.run(args(), Config(kubeconfig=str(tmp_path / "nope")))

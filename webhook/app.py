@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from webhook import logs
 from webhook.admission.handler import PodMutator
 from webhook.config import Config, own_namespace
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.plugins import EMPTY, PluginSet
 from webhook.resolution.resolver import Resolver, ResolverSettings
 from webhook.resolution.rules import user_rules
@@ -53,7 +53,7 @@ def plugin_set_for_cli(config: Config) -> PluginSet:
     """The plugins of ``--plugins DIR`` (or none), loaded once for an offline command."""
     if not config.plugins_dir:
         return EMPTY
-    from webhook.commands.plugin_test import plugin_set_from_dir
+    from webhook.plugins.loading import plugin_set_from_dir
 
     return plugin_set_from_dir(config.plugins_dir, plugin_limits(config))
 
@@ -74,7 +74,7 @@ def run_serve(args: argparse.Namespace, config: Config) -> int:
         try:
             server.check_tls_files(config.cert_file, config.key_file)
         except server.TLSFileError as exc:
-            raise CLIError(str(exc)) from None
+            raise UserError(str(exc)) from None
     if config.workers > 1:
         from webhook.admission import workers
 
@@ -128,7 +128,7 @@ async def self_managed_certs(config: Config, stop: asyncio.Event) -> Callable[[]
                       extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay})
         try:
             await asyncio.wait_for(stop.wait(), delay)
-            raise CLIError("stopped before the serving certificate was ready")
+            raise UserError("stopped before the serving certificate was ready")
         except TimeoutError:
             delay = min(delay * 2, 30.0)
     _, renewal_stop = selfcerts.start_renewal(api, settings)

@@ -124,7 +124,7 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from webhook.commands.inputs import InputError
-    from webhook.errors import CLIError
+    from webhook.errors import UserError
     from webhook.resolution.rules import RuleConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module, func, adder = args._target
         _, run = _lazy(module, func, adder)
         return run(args, config)
-    except CLIError as exc:
+    except UserError as exc:
         return _fail(str(exc), exc.code)
     except (ConfigError, RuleConfigError) as exc:
         return _fail(str(exc), 2)

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 
 REQUEST_TIMEOUT = 30.0
 """Seconds for one API request (connect + read); a list page or a patch never waits longer."""
@@ -42,7 +42,7 @@ def client_configuration(config: Config) -> k8s.Configuration:
                 k8s_config.load_kube_config(client_configuration=conf)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError, ValueError, TypeError) as exc:
         where = f"kubeconfig {config.kubeconfig}" if config.kubeconfig else "no in-cluster config and no kubeconfig"
-        raise CLIError(f"cannot reach a cluster: {where}: {one_line(str(exc)) or type(exc).__name__}", 2) from None
+        raise UserError(f"cannot reach a cluster: {where}: {one_line(str(exc)) or type(exc).__name__}", 2) from None
     conf.retries = False
     return conf
 

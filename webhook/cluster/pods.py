@@ -21,8 +21,7 @@ import orjson
 from kubernetes.client.exceptions import ApiException
 
 from webhook.cluster.client import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
-from webhook.commands.inputs import InputError, PodInput, load_pods
-from webhook.errors import CLIError
+from webhook.errors import UserError
 
 Notice = Callable[[str], None]
 """Where the lister says something the user should know (a restart, a retry); stderr in the CLI."""
@@ -82,7 +81,7 @@ class LiveLister:
     seen: int = 0
     remaining: int | None = None
 
-    def __iter__(self) -> Iterator[PodInput]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         token: str | None = None
         last_key = ""
         skip_through = ""  # set after a 410: Pods up to this key were already yielded
@@ -101,7 +100,7 @@ class LiveLister:
                     continue
                 last_key = key
                 self.seen += 1
-                yield PodInput("cluster", obj)
+                yield obj
             if not token:
                 return
 
@@ -129,7 +128,7 @@ class LiveLister:
                     continue
                 if status.code in (401, 403):
                     verb = "list pods in " + self.scope.describe()
-                    raise CLIError(
+                    raise UserError(
                         f"forbidden: cannot {verb} ({status.message}); grant pods list", 2
                     ) from None
                 if (status.code == 429 or status.code >= 500) and attempt < self.attempts:
@@ -137,17 +136,17 @@ class LiveLister:
                     self.notice(f"listing Pods: HTTP {status.code}, retrying in {wait:.1f}s")
                     self.sleep(wait)
                     continue
-                raise CLIError(f"cannot list Pods: HTTP {status.code}: {status.message}") from None
+                raise UserError(f"cannot list Pods: HTTP {status.code}: {status.message}") from None
             except TRANSPORT_ERRORS as exc:
                 if attempt < self.attempts:
                     self.notice(f"listing Pods: connection failed ({type(exc).__name__}), retrying")
                     self.sleep(backoff(attempt))
                     continue
-                raise CLIError(f"cannot list Pods: connection failed: {one_line(str(exc))}") from None
+                raise UserError(f"cannot list Pods: connection failed: {one_line(str(exc))}") from None
             except orjson.JSONDecodeError:
-                raise CLIError("cannot list Pods: the API server sent a body that is not JSON") from None
+                raise UserError("cannot list Pods: the API server sent a body that is not JSON") from None
             if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-                raise CLIError("cannot list Pods: the API server sent something that is not a PodList")
+                raise UserError("cannot list Pods: the API server sent something that is not a PodList")
             raw_meta = body.get("metadata")
             meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
             remaining = meta.get("remainingItemCount")
@@ -157,7 +156,7 @@ class LiveLister:
                 remaining if isinstance(remaining, int) else None,
                 resumed,
             )
-        raise CLIError("cannot list Pods: too many retries")  # unreachable: the loop raises or returns
+        raise UserError("cannot list Pods: too many retries")  # unreachable: the loop raises or returns
 
     def _request(self, token: str | None) -> Any:
         kwargs: dict[str, Any] = {
@@ -177,14 +176,3 @@ class LiveLister:
 def backoff(attempt: int) -> float:
     """0.5 s, 1 s, 2 s, ... capped at 10 s: enough for a restarting API server, short for a human."""
     return float(min(10.0, 0.5 * 2 ** (attempt - 1)))
-
-
-def file_pods(path: str, namespace: str | None) -> Iterator[PodInput]:
-    """Pods from a file (``-`` for stdin), optionally only one namespace's."""
-    try:
-        pods = load_pods(path)
-    except InputError as exc:
-        raise CLIError(str(exc), 2) from None
-    for pod in pods:
-        if namespace is None or (pod.meta.get("namespace") or pod.namespace) == namespace:
-            yield pod

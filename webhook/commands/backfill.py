@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from webhook.app import build_resolver, plugin_set_for_cli
 from webhook.cluster.client import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
 from webhook.cluster.pods import LiveLister, backoff
-from webhook.commands.audit import (
+from webhook.commands.assessment import (
     STALE,
     UNRESOLVED,
     Assessment,
@@ -43,9 +43,9 @@ from webhook.commands.audit import (
     live_scope,
     stderr_notice,
 )
-from webhook.commands.inputs import PodInput
+from webhook.commands.inputs import PodInput, cluster_pods
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.plugins import PluginSet
 from webhook.resolution.resolver import Resolver
 
@@ -401,7 +401,7 @@ def run(
     out = out or sys.stdout
     scope = live_scope(args)
     if args.qps <= 0 or args.burst < 1:
-        raise CLIError("--qps must be > 0 and --burst at least 1", 2)
+        raise UserError("--qps must be > 0 and --burst at least 1", 2)
     resolver = build_resolver(config)
     if api is None:
         from webhook.cluster.client import client_configuration, core_api
@@ -417,7 +417,7 @@ def run(
         else None
     )
     result = backfill(
-        lister,
+        cluster_pods(lister),
         resolver,
         plugins,
         config.prefix,
@@ -433,5 +433,5 @@ def run(
     out.write(result.summary(args.apply) + "\n")
     out.flush()
     if result.stopped:
-        raise CLIError(result.stopped, 2)
+        raise UserError(result.stopped, 2)
     return result.exit_code

@@ -11,7 +11,7 @@ from cryptography import x509
 
 from webhook.certs.generate import CA_VALIDITY, CURVES, LEAF_VALIDITY, generate_files, san_names
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 
 
 def _valid_san(value: str) -> str:
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     """Write a fresh CA and serving certificate; print where and until when."""
     if args.days > args.ca_days:
-        raise CLIError(
+        raise UserError(
             f"--days ({args.days}) cannot exceed --ca-days ({args.ca_days}): the CA must outlive the leaf"
         )
     try:
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             curve=CURVES[args.key_type],
         )
     except OSError as exc:
-        raise CLIError(f"cannot write certificates to {args.out}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write certificates to {args.out}: {exc.strerror or exc}") from None
     leaf = x509.load_pem_x509_certificate(paths["tls.crt"].read_bytes())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     until = f"{leaf.not_valid_after_utc:%Y-%m-%d}"

@@ -8,7 +8,7 @@ normalised to :class:`PodInput`, which is what the admission path would have see
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import orjson
 import yaml
 
 from webhook.admission import review as admission
+from webhook.errors import UserError
 
 
 class InputError(ValueError):
@@ -110,3 +111,20 @@ def load_pods(path: str) -> list[PodInput]:
     if not pods:
         raise InputError(f"{source} holds no Pod")
     return pods
+
+
+def file_pods(path: str, namespace: str | None) -> Iterator[PodInput]:
+    """Pods from a file (``-`` for stdin), optionally only one namespace's."""
+    try:
+        pods = load_pods(path)
+    except InputError as exc:
+        raise UserError(str(exc), 2) from None
+    for pod in pods:
+        if namespace is None or (pod.meta.get("namespace") or pod.namespace) == namespace:
+            yield pod
+
+
+def cluster_pods(pods: Iterable[dict[str, Any]]) -> Iterator[PodInput]:
+    """Pods listed from the API (:class:`webhook.cluster.pods.LiveLister`) as the other doors see Pods."""
+    for obj in pods:
+        yield PodInput("cluster", obj)

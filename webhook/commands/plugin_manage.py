@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-from webhook.commands.plugin_test import read_plugin_file
+from webhook.app import plugin_limits
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
+from webhook.plugins.loading import read_plugin_file
 from webhook.plugins.registry import validate_plugin
 from webhook.plugins.sources.snapshot import SUFFIX, plugin_key, plugins_from_data
 
@@ -78,7 +79,7 @@ def add_delete_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_create(args: argparse.Namespace, config: Config) -> int:
     if str(args.type).lower() != "lua":
-        raise CLIError(f"unsupported plugin type {args.type!r}: only lua is supported")
+        raise UserError(f"unsupported plugin type {args.type!r}: only lua is supported")
     name = plugin_name(args.name)
     source = read_plugin_file(args.image)
     outcome = create_plugin(_target(config), name, source, engine_validator(config))
@@ -108,8 +109,6 @@ def run_delete(args: argparse.Namespace, config: Config) -> int:
 def engine_validator(config: Config) -> Validator:
     """The webhook's own check: compile in the sandbox, require the function, run once on a sample Pod."""
 
-    from webhook.app import plugin_limits
-
     limits = plugin_limits(config)
 
     def validate(name: str, source: str) -> None:
@@ -121,7 +120,7 @@ def engine_validator(config: Config) -> Validator:
 def plugin_name(raw: str) -> str:
     name = raw[: -len(SUFFIX)] if raw.endswith(SUFFIX) else raw
     if not NAME_RE.match(name) or len(plugin_key(name)) > 253:
-        raise CLIError(f"invalid plugin name {raw!r}: use letters, digits, '-', '_' and '.' (at most 249)")
+        raise UserError(f"invalid plugin name {raw!r}: use letters, digits, '-', '_' and '.' (at most 249)")
     return name
 
 
@@ -130,7 +129,7 @@ def create_plugin(target: Target, name: str, source: str, validate: Validator, a
     try:
         validate(name, source)
     except Exception as exc:
-        raise CLIError(f"plugin {name} rejected: {_reason(exc)}") from None
+        raise UserError(f"plugin {name} rejected: {_reason(exc)}") from None
     key = plugin_key(name)
     for _ in range(attempts):
         current = _read(target, "get")
@@ -160,11 +159,11 @@ def create_plugin(target: Target, name: str, source: str, validate: Validator, a
         data[key] = source
         size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
         if size > MAX_CONFIGMAP_BYTES:
-            raise CLIError(f"{target.where} would hold {size} bytes, over the 1 MiB ConfigMap limit")
+            raise UserError(f"{target.where} would hold {size} bytes, over the 1 MiB ConfigMap limit")
         verb = "updated" if key in (current.data or {}) else "added"
         if _patch(target, current, {key: source}):
             return verb
-    raise CLIError(f"{target.where} kept changing under us (409 Conflict {attempts} times); try again")
+    raise UserError(f"{target.where} kept changing under us (409 Conflict {attempts} times); try again")
 
 
 def delete_plugin(target: Target, name: str, attempts: int = ATTEMPTS) -> None:
@@ -172,12 +171,12 @@ def delete_plugin(target: Target, name: str, attempts: int = ATTEMPTS) -> None:
     for _ in range(attempts):
         current = _read(target, "get")
         if current is None:
-            raise CLIError(f"not found: {target.where} does not exist, so there is no plugin {name}")
+            raise UserError(f"not found: {target.where} does not exist, so there is no plugin {name}")
         if key not in (current.data or {}):
-            raise CLIError(f"not found: plugin {name} is not in {target.where}")
+            raise UserError(f"not found: plugin {name} is not in {target.where}")
         if _patch(target, current, {key: None}):
             return
-    raise CLIError(f"{target.where} kept changing under us (409 Conflict {attempts} times); try again")
+    raise UserError(f"{target.where} kept changing under us (409 Conflict {attempts} times); try again")
 
 
 def list_plugins(target: Target, validate: Validator) -> list[PluginInfo]:
@@ -259,23 +258,23 @@ def _write(target: Target, verb: str, call: Callable[[], Any]) -> bool:
     return True
 
 
-def _api_error(exc: Exception, verb: str, target: Target) -> CLIError:
+def _api_error(exc: Exception, verb: str, target: Target) -> UserError:
     from kubernetes.client.exceptions import ApiException
 
     if isinstance(exc, ApiException):
         message = _status_message(exc)
         if exc.status == FORBIDDEN:
-            return CLIError(
+            return UserError(
                 f"forbidden: cannot {verb} configmaps in namespace {target.namespace} "
                 f"({target.where}){': ' + message if message else ''}"
             )
         if exc.status == UNAUTHORIZED:
-            return CLIError(f"unauthorized: the cluster rejected our credentials while trying to {verb} {target.where}")
-        return CLIError(f"kubernetes API answered {exc.status} {exc.reason} to {verb} {target.where}: {message}")
-    if isinstance(exc, CLIError):
+            return UserError(f"unauthorized: the cluster rejected our credentials while trying to {verb} {target.where}")
+        return UserError(f"kubernetes API answered {exc.status} {exc.reason} to {verb} {target.where}: {message}")
+    if isinstance(exc, UserError):
         return exc
     host = getattr(getattr(getattr(target.api, "api_client", None), "configuration", None), "host", "?")
-    return CLIError(f"cannot reach a cluster at {host}: {_root_cause(exc)} (trying to {verb} {target.where})")
+    return UserError(f"cannot reach a cluster at {host}: {_root_cause(exc)} (trying to {verb} {target.where})")
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -22,18 +22,16 @@ from pathlib import Path
 
 import orjson
 
+from webhook.app import build_resolver, plugin_limits
 from webhook.commands.inputs import load_pods
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.outcomes import PluginOutcome
-from webhook.plugins import NullObserver
+from webhook.plugins.loading import read_plugin_file
 from webhook.plugins.registry import (
-    LoadedPluginSet,
-    PluginLimits,
     PluginLoadError,
     compile_plugin,
 )
-from webhook.plugins.sources.snapshot import read_plugin_dir
 from webhook.resolution.resolver import plugin_input
 
 
@@ -47,25 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_plugin_file(path: str | Path) -> str:
-    """A plugin's source as UTF-8 text, or one clear error line (plugin test and plugin create)."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CLIError(f"cannot read plugin file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise CLIError(f"plugin file {path} is not UTF-8 text") from None
-
-
 def run(args: argparse.Namespace, config: Config) -> int:
-    from webhook.app import build_resolver, plugin_limits
-
     path = Path(args.plugin)
     source = read_plugin_file(path)
     try:
         plugin = compile_plugin(path.stem, source, plugin_limits(config))
     except PluginLoadError as exc:
-        raise CLIError(str(exc)) from None
+        raise UserError(str(exc)) from None
     resolver = build_resolver(config)
     for file in args.files:
         for pod in load_pods(file):
@@ -88,21 +74,3 @@ def run(args: argparse.Namespace, config: Config) -> int:
             }
             sys.stdout.write(orjson.dumps(line).decode() + "\n")
     return 0
-
-
-def plugin_set_from_dir(path: str, limits: PluginLimits) -> LoadedPluginSet:
-    """All plugins of a directory for an offline command; any plugin that fails to load is an error."""
-    directory = Path(path)
-    if not directory.is_dir():
-        raise CLIError(f"plugins directory {path} does not exist")
-    try:
-        sources = read_plugin_dir(directory, strict=True)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"cannot read plugins from {path}: {exc}") from None
-    plugins = {}
-    for name, source in sources.items():
-        try:
-            plugins[name] = compile_plugin(name, source, limits)
-        except PluginLoadError as exc:
-            raise CLIError(f"{exc} ({directory / (name + '.lua')})") from None
-    return LoadedPluginSet(plugins, NullObserver())

@@ -21,7 +21,7 @@ import yaml
 
 from webhook.cluster import client as kubeclient
 from webhook.commands.inputs import InputError, PodInput, load_pods, read_text
-from webhook.errors import CLIError
+from webhook.errors import UserError
 
 if TYPE_CHECKING:
     from webhook.config import Config
@@ -253,19 +253,19 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 read_text(args.api_versions)
             )
         except InputError as exc:
-            raise CLIError(str(exc)) from None
+            raise UserError(str(exc)) from None
     else:
         if args.api_versions:
-            raise CLIError("--api-versions only applies with a Pods file; the live cluster is asked directly")
+            raise UserError("--api-versions only applies with a Pods file; the live cluster is asked directly")
         try:
             pods, routes = live_inputs(kubeclient.api_client(config))
-        except CLIError:
+        except UserError:
             raise
         except Exception as exc:
             status = getattr(exc, "status", None)
             reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
             where = f"HTTP {status} {reason}" if status else f"{type(exc).__name__}: {reason}"
-            raise CLIError(f"cannot read Pods from the cluster: {where}") from None
+            raise UserError(f"cannot read Pods from the cluster: {where}") from None
     rec = recommend(pods, openshift_routes_available=routes)
     sys.stdout.write(render(rec, args.format))
     if not rec.pods:

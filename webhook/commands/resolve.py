@@ -11,7 +11,7 @@ from webhook.admission.review import AdmissionRequest
 from webhook.app import build_mutator, plugin_set_for_cli
 from webhook.commands.inputs import PodInput, load_pods
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.resolution.model import UNRESOLVED_JSON
 
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     for pod in pods:
         decision = mutator.handle(as_request(pod))
         if decision.error:
-            raise CLIError(f"{pod.label}: resolution failed: {decision.error}")
+            raise UserError(f"{pod.label}: resolution failed: {decision.error}")
         out = decision.resolution.as_json() if decision.resolution else UNRESOLVED_JSON
         sys.stdout.write(orjson.dumps(out).decode() + "\n")
     return 0

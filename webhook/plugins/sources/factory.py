@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from webhook.config import Config
-from webhook.errors import CLIError
+from webhook.errors import UserError
 from webhook.plugins.sources import PluginSink, PluginSource, SourceObserver
 
 
@@ -16,7 +16,7 @@ def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> 
         from webhook.plugins.sources.directory import DirectorySource
 
         if not config.plugins_dir:
-            raise CLIError("plugin source 'directory' needs --plugins-dir")
+            raise UserError("plugin source 'directory' needs --plugins-dir")
         return DirectorySource(config.plugins_dir, sink, observer=observer)
     if kind == "configmap":
         from kubernetes import client
@@ -32,4 +32,4 @@ def build_source(config: Config, sink: PluginSink, observer: SourceObserver) -> 
             observer=observer,
             clear_on_delete=config.clear_on_delete,
         )
-    raise CLIError(f"unknown plugin source {kind!r}")
+    raise UserError(f"unknown plugin source {kind!r}")
