@@ -6,9 +6,8 @@ it saves. Nothing on it talks to the Kubernetes API.
 
 We serve through aiohttp's low-level ``web.Server`` with a four-entry route table of our own,
 not ``web.Application``: its router resolution, match-info and handler wrapping are per-request
-work we do not need. Measured with both servers alternating in one run (everyday Pods, 10
-plugins, 4 KB, concurrency 64): server CPU per review 60 → 55 µs, and 32 → 30 µs for the bare
-ceiling (bench/ceiling.py), which made the same switch. What the Application layer did for us
+work we do not need (``make bench`` compares it with the bare ceiling, bench/ceiling.py, which
+made the same switch). What the Application layer did for us
 that clients can see (404, 405 with ``Allow``, HEAD on GET routes, ``Expect: 100-continue``, the
 body limit) is done here explicitly and pinned by tests/test_server.py.
 """

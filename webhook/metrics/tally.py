@@ -43,8 +43,8 @@ _Child = TypeVar("_Child", Counter, Histogram)
 
 
 class ChildCache(Generic[_Child]):
-    """Bound label children by label values: ``metric.labels(...)`` costs ~1 µs (validation, a lock,
-    a dict probe) and the hot path calls it several times per review and per plugin evaluation.
+    """Bound label children by label values: ``metric.labels(...)`` validates, locks and probes a
+    dict on every call, and the hot path calls it several times per review and per plugin evaluation.
 
     Every label set cached here is bounded (fixed enums, configured platforms, loaded plugin
     names). A child whose series is removed from its metric must be dropped here too (:meth:`clear`),
@@ -155,8 +155,8 @@ class ReviewTally:
     """The per-review counters and latencies, kept as plain numbers and added to Prometheus in bulk.
 
     Why: three ``Counter.inc`` calls and a ``Histogram.observe`` per review (each a method chain
-    and a lock) cost ~8 µs of CPU per review inside the server, a sixth of all it spends on an
-    everyday review; a dict increment and a bisect cost a fraction of that. Counts reach
+    and a lock) were a large share of an everyday review's CPU (``make bench`` shows the review
+    cost); a dict increment and a bisect cost a fraction of that. Counts reach
     Prometheus on every scrape of this process (:func:`exposition` and the registry flush before
     reading) and, for the other workers of a ``--workers`` replica, within :data:`FLUSH_SECONDS`
     (the server runs :func:`flush_periodically`). Latencies: see :class:`LatencyTally`.
@@ -195,8 +195,8 @@ class ReviewTally:
 
 class PluginTally:
     """Plugin calls counted and timed like reviews (see :class:`ReviewTally`): a worst-case Pod runs
-    every plugin, and a counter increment plus a histogram observe per call cost ~1 µs in a loop,
-    two to three inside the server, a tenth of a plugin call."""
+    every plugin, and a counter increment plus a histogram observe per call would add a noticeable
+    share of a plugin call's own cost."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

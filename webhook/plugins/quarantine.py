@@ -1,7 +1,7 @@
 """Quarantine: a per-plugin circuit breaker for plugins that keep running into their bounds.
 
 Why: each call is bounded (instruction budget, memory cap), but a plugin that loops or bombs
-memory on every Pod still spends its whole budget — about 10 ms — on every review that reaches
+memory on every Pod still spends its whole budget on every review that reaches
 the plugins, on the event loop, so every review queued behind it waits too. After
 ``after`` consecutive *costly* failures (budget or memory: the outcomes that cost the full bound;
 an error or an invalid return is cheap) the plugin is skipped for ``seconds``; then one call is

@@ -40,9 +40,8 @@ _FAILED = frozenset({PluginOutcome.ERROR, PluginOutcome.BUDGET, PluginOutcome.ME
 
 @dataclass(frozen=True)
 class PluginLimits:
-    """Per-call bounds. 5M Lua 5.1 instructions of a tight loop take 7-11 ms on the 2-core build
-    machine (``make bench`` prints it), so the default budget is about 10 ms of plugin time.
-    ``quarantine``: when a plugin that keeps hitting those bounds is skipped for a while."""
+    """Per-call bounds. The default instruction budget is meant as about ten milliseconds of plugin
+    time (``make bench`` prints what it is on the machine at hand). ``quarantine``: when a plugin that keeps hitting those bounds is skipped for a while."""
 
     instructions: int = 5_000_000
     memory_bytes: int = 8 * 1024 * 1024

@@ -41,8 +41,8 @@ ENTRY = "GetWorkloadTypeAndName"
 
 # lupa pushes arguments and builds tables outside Lua's protected mode: running out of memory
 # there is a Lua panic that aborts the process. So before pushing anything we check headroom,
-# allowing TABLE_BYTES_PER_JSON_BYTE for tables built from JSON (worst case "[{},{},...]" is
-# ~22x, measured) plus a fixed slack for the call itself.
+# allowing TABLE_BYTES_PER_JSON_BYTE for tables built from JSON (chosen with margin above the
+# worst case, "[{},{},...]") plus a fixed slack for the call itself.
 TABLE_BYTES_PER_JSON_BYTE = 40
 PUSH_SLACK = 64 * 1024
 
