@@ -15,11 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakeapi import FakeCluster, serve
-from tests.podgen import make_pods
+from tests.support.fakeapi import FakeCluster, serve
+from tests.support.podgen import make_pods
 from webhook.cluster.pods import ListScope, LiveLister
 from webhook.commands import audit, backfill
 from webhook.commands.inputs import cluster_pods
+from webhook.commands.progress import Progress
 from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver
 
@@ -47,7 +48,7 @@ def one(n: int) -> tuple[int, float, float, int, float, float]:
             PREFIX,
             patcher=patcher,
             overwrite_stale=False,
-            progress=backfill.Progress(io.StringIO(), tty=False),
+            progress=Progress(io.StringIO(), tty=False),
         )
         t_backfill = time.perf_counter() - t0
     assert report.total == n

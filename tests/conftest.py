@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
+from tests.support.servers import RunningServer, ServerFactory, TLSFiles, client_context
+from tests.support.tools import INSTALL, in_ci, missing
 from webhook.admission import server
 from webhook.admission.handler import PodMutator
 from webhook.certs import generate as certs
@@ -20,47 +18,11 @@ from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver
 
 
-@dataclass
-class TLSFiles:
-    dir: Path
-    ca: Path
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     out = tmp_path_factory.mktemp("certs")
     paths = certs.generate_files(out, "workload-tagger", "workload-tagger", ["localhost", "127.0.0.1"])
     return TLSFiles(out, paths["ca.crt"], paths["tls.crt"], paths["tls.key"])
-
-
-@dataclass
-class RunningServer:
-    url: str
-    port: int
-    session: aiohttp.ClientSession
-    readiness: server.Readiness
-    client_ssl: ssl.SSLContext
-    app: server.WebhookApp
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        async with self.session.post(self.url + path, data=body, ssl=self.client_ssl,
-                                     headers={"Content-Type": "application/json"}) as resp:
-            return resp.status, await resp.read()
-
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """Any method on any path, with the answer's headers (for status, Allow, Connection checks)."""
-        async with self.session.request(method, self.url + path, data=body, ssl=self.client_ssl) as resp:
-            return resp.status, resp.headers, await resp.read()
-
-
-def client_context(ca: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(ca))
-    return ctx
-
-
-ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
@@ -91,3 +53,14 @@ async def start_server(tls_files: TLSFiles) -> AsyncIterator[ServerFactory]:
     for r in runners:
         await r.cleanup()
     await asyncio.sleep(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``needs(tool, ...)`` skip with a reason where a tool is missing, except in CI."""
+    if in_ci():
+        return
+    for item in items:
+        for mark in item.iter_markers("needs"):
+            absent = missing(tuple(mark.args))
+            if absent:
+                item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(absent)}: {INSTALL}"))

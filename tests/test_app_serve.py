@@ -16,13 +16,15 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.factories import owner, pod, review
-from tests.fakeapi import CONFIGMAPS, FakeKube, write_kubeconfig
+from tests.support.factories import owner, pod, review
+from tests.support.fakeapi import CONFIGMAPS, FakeKube, write_kubeconfig
+from tests.support.net import free_port
+from tests.support.waiting import wait_for
 from webhook import app
 from webhook.config import load
 
@@ -41,17 +43,8 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture()
@@ -102,7 +95,7 @@ def test_serve_in_cluster_mode_end_to_end(kube: FakeKube, tmp_path: Path, monkey
         hooks = kube.webhook_configs["workload-tagger"]["webhooks"]
         return str(hooks[0].get("clientConfig", {}).get("caBundle", ""))
 
-    eventually(lambda: bool(ca_bundle()))
+    wait_for(lambda: bool(ca_bundle()), timeout=20.0, what="caBundle patched")
     trusted = ssl.create_default_context(cadata=base64.b64decode(ca_bundle()).decode())
 
     def readyz() -> int:
@@ -116,7 +109,7 @@ def test_serve_in_cluster_mode_end_to_end(kube: FakeKube, tmp_path: Path, monkey
         except OSError:
             return 0
 
-    eventually(lambda: readyz() == 200)
+    wait_for(lambda: readyz() == 200, timeout=20.0, what="ready")
 
     def mutate() -> dict[str, str]:
         body = review(pod(generate_name="w-", owners=[owner("example.com/v1", "Widget", "gizmo")]))
@@ -135,7 +128,8 @@ def test_serve_in_cluster_mode_end_to_end(kube: FakeKube, tmp_path: Path, monkey
                      "workload-tagger.io/resolved-by": "plugin:widgets"}
 
     put_plugin(kube, "daemonset")  # a new version of the plugin: no restart
-    eventually(lambda: mutate().get("/metadata/annotations", {}).get("workload-tagger.io/workload-type") == "DaemonSet")
+    wait_for(lambda: mutate().get("/metadata/annotations", {}).get("workload-tagger.io/workload-type") == "DaemonSet",
+             timeout=20.0, what="DaemonSet rule in force")
 
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
         exposition = resp.read().decode()

@@ -15,8 +15,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.fakeapi import FakeCluster, Fault, serve, status_body
-from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods
+from tests.support.fakeapi import FakeCluster, Fault, serve, status_body
+from tests.support.podgen import K_NAME, K_TYPE, GenPod, make_pods
 from webhook.cluster.pods import ListScope, LiveLister
 from webhook.commands import audit
 from webhook.commands.inputs import cluster_pods, file_pods

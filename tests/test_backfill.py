@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.fakeapi import FakeCluster, Fault, serve, status_body
-from tests.podgen import K_NAME, K_TYPE, GenPod, make_pods, wanted
+from tests.support.fakeapi import FakeCluster, Fault, serve, status_body
+from tests.support.podgen import K_NAME, K_TYPE, GenPod, make_pods, wanted
 from webhook.cluster.pods import ListScope, LiveLister
+from webhook.cluster.ratelimit import TokenBucket
 from webhook.commands import audit, backfill
 from webhook.commands.inputs import cluster_pods
+from webhook.commands.progress import Progress
 from webhook.config import Config
 from webhook.errors import UserError
 from webhook.plugins import EMPTY
@@ -49,7 +51,7 @@ def run_backfill(
         PREFIX,
         patcher=patcher,
         overwrite_stale=overwrite,
-        progress=backfill.Progress(out, tty=False, every=1000),
+        progress=Progress(out, tty=False, every=1000),
         remaining=lambda: lister.remaining,
     )
     return result, out.getvalue()
@@ -163,7 +165,7 @@ def test_per_pod_failures_are_handled_and_the_run_goes_on() -> None:
             PREFIX,
             patcher=patcher,
             overwrite_stale=False,
-            progress=backfill.Progress(io.StringIO(), tty=False),
+            progress=Progress(io.StringIO(), tty=False),
         )
     patches = Counter(pod_name(p.path) for p in cluster.requests("PATCH"))
     assert result.counts[backfill.GONE] == 1 and patches[gone] == 1
@@ -235,7 +237,7 @@ def test_token_bucket_allows_a_burst_then_qps() -> None:
         slept.append(s)
         now[0] += s
 
-    bucket = backfill.TokenBucket(qps=10, burst=3, clock=lambda: now[0], sleep=sleep)
+    bucket = TokenBucket(qps=10, burst=3, clock=lambda: now[0], sleep=sleep)
     for _ in range(3):
         bucket.acquire()
     assert slept == []
@@ -253,7 +255,7 @@ def test_token_bucket_allows_a_burst_then_qps() -> None:
 def test_progress_bar_on_a_terminal_plain_lines_otherwise() -> None:
     now = [0.0]
     tty = io.StringIO()
-    bar = backfill.Progress(tty, tty=True, clock=lambda: now[0])
+    bar = Progress(tty, tty=True, clock=lambda: now[0])
     now[0] = 2.0
     bar.update(Counter({backfill.PATCHED: 40}), 100, 300)
     bar.line("patched ns/p: +a=b")
@@ -264,7 +266,7 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise() -> None:
 
     plain = io.StringIO()
     now[0] = 0.0
-    lines = backfill.Progress(plain, tty=False, every=2, clock=lambda: now[0])
+    lines = Progress(plain, tty=False, every=2, clock=lambda: now[0])
     now[0] = 2.0
     for seen in range(1, 6):
         lines.update(Counter(), seen, None)

@@ -13,11 +13,12 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from tests.podgen import make_pods, wanted
+from tests.support.podgen import make_pods, wanted
 from webhook.cluster.client import core_api
 from webhook.cluster.pods import ListScope, LiveLister
 from webhook.commands import audit, backfill
 from webhook.commands.inputs import cluster_pods
+from webhook.commands.progress import Progress
 from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver
 
@@ -45,7 +46,7 @@ async def test_audit_and_backfill_against_kmock(kmock: Any) -> None:
             PREFIX,
             patcher=patcher,
             overwrite_stale=False,
-            progress=backfill.Progress(io.StringIO(), tty=False),
+            progress=Progress(io.StringIO(), tty=False),
         )
         after = audit.build_report(cluster_pods(LiveLister(api, ListScope(None, 100))), resolver, EMPTY, PREFIX)
         return before, result, after

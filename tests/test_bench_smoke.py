@@ -14,6 +14,8 @@ import pytest
 from bench import deepflow_plugins, server_bench
 from bench.targets import render
 
+pytestmark = pytest.mark.needs("wrk")
+
 
 @pytest.mark.slow
 def test_server_benchmark_runs_every_server_and_reports_ratios(tmp_path: Path,

@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tests.conftest import ServerFactory
-from tests.factories import owner, pod, review
+from tests.support.factories import owner, pod, review
+from tests.support.servers import ServerFactory
 from webhook.admission import review as admission
 from webhook.admission.handler import PodMutator
 from webhook.admission.review import AdmissionRequest

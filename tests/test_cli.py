@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cases import CASES
-from tests.factories import owner, pod, review
+from tests.support.cases import CASES
+from tests.support.factories import owner, pod, review
 
 ROOT = Path(__file__).resolve().parent.parent
 

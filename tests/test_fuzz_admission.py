@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ServerFactory
+from tests.support.servers import ServerFactory
 from webhook.admission import review as admission
 from webhook.admission.handler import PodMutator
 from webhook.admission.patch import DEFAULT_PREFIX

@@ -36,8 +36,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.pods import review_body
-from tests.conftest import TLSFiles
-from tests.serverproc import ServeProcess
+from tests.support.serverproc import ServeProcess
+from tests.support.servers import TLSFiles
 from webhook.config import Config
 
 PHASE_SECONDS = 4.0

@@ -9,8 +9,8 @@ import json
 import msgspec
 import orjson
 
-from tests.factories import owner, pod, review
-from tests.test_resolver_plugins import Recording
+from tests.support.factories import owner, pod, review
+from tests.support.plugin_fakes import Recording
 from webhook.admission import review as admission
 from webhook.admission.handler import PodMutator
 from webhook.admission.patch import DEFAULT_PREFIX, PatchBuilder, annotation_ops, desired_annotations

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.running_webhook import cloneset_pod, deployment_pod, pod_review, running_webhook
+from tests.support.running_webhook import cloneset_pod, deployment_pod, pod_review, running_webhook
 from webhook import logs
 from webhook.plugins import PluginAnswer
 

@@ -221,6 +221,7 @@ io.write(a, "\\t", b)
         ({"name": "bare"}, "\t"),
     ],
 )
+@pytest.mark.needs("lua5.1")
 def test_plugin_runs_on_the_reference_lua(tmp_path: Path, meta: dict[str, Any], expected: str) -> None:
     """Debian lua5.1 + lua-dkjson, as on a DeepFlow server."""
     runner = tmp_path / "run.lua"

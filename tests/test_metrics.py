@@ -7,24 +7,10 @@ import datetime as dt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics_reading import series_labels, val
 from webhook import metrics
 from webhook.certs import generate as certs
 from webhook.resolution.model import KNOWN_TYPES, Resolution
-
-
-def val(name: str, **labels: str) -> float | None:
-    return metrics.REGISTRY.get_sample_value(name, labels)
-
-
-def series_labels(name: str) -> list[dict[str, str]]:
-    """Label sets of ``name`` as exposed, parsed from the real exposition text."""
-    body, _ = metrics.exposition()
-    return [
-        s.labels
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-        if s.name == name
-    ]
 
 
 def test_every_metric_has_the_prefix_and_counters_end_in_total() -> None:

@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import webhook
-from tests.running_webhook import (
+from tests.support.running_webhook import (
     RunningWebhook,
     cloneset_pod,
     deployment_pod,
@@ -34,8 +34,11 @@ from tests.running_webhook import (
     pod_review,
     running_webhook,
 )
+from tests.support.waiting import wait_for
 from webhook import metrics
 from webhook.plugins import PluginAnswer
+
+pytestmark = pytest.mark.needs("prometheus")
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "manifests" / "monitoring" / "prometheusrule.yaml"
@@ -88,13 +91,6 @@ def query(base: str, expr: str) -> list[dict[str, Any]]:
     return result
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def value(base: str, expr: str) -> float | None:
@@ -183,7 +179,7 @@ def start_prometheus(tmp_path: Path, hook: RunningWebhook) -> tuple[str, subproc
             return False
 
     try:
-        wait_for("prometheus ready", ready, 15)
+        wait_for(ready, timeout=15, what="prometheus ready", interval=0.25)
     except BaseException:
         proc.terminate()
         proc.wait(10)
@@ -307,14 +303,14 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         prom, proc = start_prometheus(tmp_path, hook)
         try:
             for job in JOBS:
-                wait_for(f"first scrape of {job}", lambda job=job: value(prom, selector("up", job=job)) == 1)
+                wait_for(lambda job=job: value(prom, selector("up", job=job)) == 1, timeout=30.0, what=f"first scrape of {job}", interval=0.25)
 
             drive_round(hook, 1, plugin_metrics)
             key = selector(ADMISSIONS, operation="CREATE", outcome="mutated")
             for job in JOBS:
                 expr = selector(ADMISSIONS, job=job, operation="CREATE", outcome="mutated")
                 want = before[key] + 5
-                wait_for(f"round 1 in {job}", lambda expr=expr, want=want: value(prom, expr) == want)
+                wait_for(lambda expr=expr, want=want: value(prom, expr) == want, timeout=30.0, what=f"round 1 in {job}", interval=0.25)
 
             drive_round(hook, 2, plugin_metrics)
             for i in range(SLOW_REVIEWS):
@@ -323,9 +319,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
                 for (op, outcome), delta in EXPECTED_ADMISSIONS.items():
                     expr = selector(ADMISSIONS, job=job, operation=op, outcome=outcome)
                     want = before[selector(ADMISSIONS, operation=op, outcome=outcome)] + delta
-                    wait_for(f"{expr} == {want}", lambda expr=expr, want=want: value(prom, expr) == want)
+                    wait_for(lambda expr=expr, want=want: value(prom, expr) == want, timeout=30.0, what=f"{expr} == {want}", interval=0.25)
                 expr = selector(PLUGIN_LATENCY + "_count", job=job, plugin=FLAKY)
-                wait_for(f"{expr} == 10", lambda expr=expr: value(prom, expr) == 10)
+                wait_for(lambda expr=expr: value(prom, expr) == 10, timeout=30.0, what=f"{expr} == 10", interval=0.25)
             yield Scraped(prom, hook, before, synced_at)
         finally:
             proc.terminate()
@@ -420,7 +416,7 @@ def test_every_alert_expression_fires_on_the_driven_faults(scraped: Scraped) -> 
         active = {a["labels"]["alertname"] for a in prom_get(scraped.prom, "/api/v1/alerts")["alerts"]}
         return active >= set(rules)
 
-    wait_for("every alert pending in Prometheus", all_alerts_active, 10)
+    wait_for(all_alerts_active, timeout=10, what="every alert pending in Prometheus", interval=0.25)
 
 
 def test_every_dashboard_query_and_doc_example_returns_data(scraped: Scraped) -> None:

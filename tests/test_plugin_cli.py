@@ -19,7 +19,7 @@ import kmock as kmock_lib
 import pytest
 from kubernetes.config import kube_config
 
-from tests.fakeapi import FakeConfigMapAPI, core_api, write_kubeconfig
+from tests.support.fakeapi import FakeConfigMapAPI, core_api, write_kubeconfig
 from webhook.cluster.client import api_client as kube_api_client
 from webhook.commands import plugin_manage as manage
 from webhook.config import Config

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.plugins_support import DATA, Outcome, our_results, reference_results
+from tests.support.plugins_support import DATA, Outcome, our_results, reference_results
 from webhook.outcomes import PluginOutcome
 from webhook.resolution.resolver import plugin_input
+
+pytestmark = pytest.mark.needs("lua5.1")
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "plugins"
 PLUGINS = sorted([*DATA.joinpath("plugins").glob("*.lua"), *EXAMPLES.glob("*.lua")])

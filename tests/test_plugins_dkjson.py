@@ -6,13 +6,16 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.plugins_support import DUMP, lua_reference
+from tests.support.plugins_support import DUMP, lua_reference
 from webhook.outcomes import PluginOutcome
 from webhook.plugins.dkjson import parse, refused
 from webhook.plugins.runtime import PluginRuntime
+
+pytestmark = pytest.mark.needs("lua5.1")
 
 HARD = [
     '{"a":"\\u00e9\\u65e5\\ud83d\\ude80","b":"\\ud800x","c":"\\udc00","d":"\\u0000","e":"\\/\\b\\f\\n\\r\\t\\q"}',

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from tests.test_metrics import val
-from tests.test_plugins_registry import META, NOT_MINE, Recorder, answering
+from tests.support.metrics_reading import val
+from tests.support.plugin_fakes import META, NOT_MINE, Recorder, answering
 from webhook import metrics
 from webhook.outcomes import PluginOutcome
 from webhook.plugins import PluginAnswer

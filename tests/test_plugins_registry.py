@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
 
 import pytest
 
+from tests.support.plugin_fakes import BROKEN, LIMITS, META, NOT_MINE, Recorder, answering
 from webhook.outcomes import PluginOutcome
 from webhook.plugins import PluginAnswer
 from webhook.plugins.registry import (
@@ -18,41 +18,6 @@ from webhook.plugins.registry import (
     validate_plugin,
 )
 from webhook.resolution.resolver import Resolver, ResolverSettings
-
-META = '{"name":"w-0","namespace":"default","ownerReferences":[{"kind":"Widget","name":"w"}]}'
-LIMITS = PluginLimits(instructions=200_000, memory_bytes=4 << 20)
-
-
-def answering(wtype: str, name: str) -> str:
-    return f'function GetWorkloadTypeAndName(s) return "{wtype}", "{name}" end'
-
-
-NOT_MINE = 'function GetWorkloadTypeAndName(s) return "", "" end'
-BROKEN = "function GetWorkloadTypeAndName(s)\n  return 'a' 'b'\nend"
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.evaluations: list[tuple[str, str]] = []
-        self.failures: list[tuple[str, str]] = []
-        self.sets: list[dict[str, str]] = []
-        self.quarantines: list[tuple[str, bool]] = []
-
-    def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
-        assert seconds >= 0
-        self.evaluations.append((plugin, outcome))
-
-    def skipped(self, plugin: str) -> None:
-        self.evaluations.append((plugin, PluginOutcome.QUARANTINED))
-
-    def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
-        self.quarantines.append((plugin, quarantined))
-
-    def load_failed(self, plugin: str, error: str) -> None:
-        self.failures.append((plugin, error))
-
-    def set_loaded(self, plugins: Mapping[str, str]) -> None:
-        self.sets.append(dict(plugins))
 
 
 def answers(registry: PluginRegistry) -> list[PluginAnswer]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fakeapi import FakeKube, FakeKubeServer, write_kubeconfig
+from tests.support.fakeapi import FakeKube, FakeKubeServer, write_kubeconfig
 from webhook.commands import recommend as rc
 from webhook.commands.inputs import load_pods
 from webhook.config import Config

@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-from tests.factories import owner, pod
-from webhook.plugins import PluginAnswer
+from tests.support.factories import owner, pod
+from tests.support.plugin_fakes import Recording
 from webhook.resolution.resolver import Resolver, ResolverSettings, plugin_input
-
-
-class Recording:
-    """A PluginSet that answers from a list and remembers what it was asked and how far it got."""
-
-    def __init__(self, answers: list[tuple[str, str, str]]) -> None:
-        self._answers = answers
-        self.names = tuple(a[0] for a in answers)
-        self.inputs: list[str] = []
-        self.consumed = 0
-
-    def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
-        self.inputs.append(meta_json)
-        for name, wtype, wname in self._answers:
-            self.consumed += 1
-            yield PluginAnswer(name, wtype, wname)
-
 
 UNKNOWN = pod(name="w-0", namespace=None, owners=[owner("example.com/v1", "Widget", "w")])["metadata"]
 KNOWN = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")])["metadata"]

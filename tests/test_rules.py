@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cases import CASES, Case
-from tests.factories import owner, pod
+from tests.support.cases import CASES, Case
+from tests.support.factories import owner, pod
 from webhook.resolution.resolver import Resolver, ResolverSettings
 from webhook.resolution.rules import CRONJOB_MAX_MINUTES, CRONJOB_MIN_MINUTES, RuleConfigError, select_owner, user_rules
 

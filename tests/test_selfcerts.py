@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from tests.fakeapi import FakeKube, FakeKubeServer
+from tests.support.fakeapi import FakeKube, FakeKubeServer
 from webhook.certs import selfmanaged as selfcerts
 from webhook.certs.generate import CA_VALIDITY, KeyPair, make_ca, make_leaf, san_names
 from webhook.certs.selfmanaged import SelfCertError, SelfCertSettings, ensure_serving_cert, pem

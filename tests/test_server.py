@@ -12,10 +12,10 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from tests.cases import CASES, Case
-from tests.conftest import ServerFactory, TLSFiles
-from tests.factories import owner, pod, review
-from tests.serverproc import read_response, request_head
+from tests.support.cases import CASES, Case
+from tests.support.factories import owner, pod, review
+from tests.support.serverproc import read_response, request_head
+from tests.support.servers import ServerFactory, TLSFiles
 from webhook.admission.handler import PodMutator
 from webhook.admission.server import tls_context
 from webhook.plugins import EMPTY

@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from tests.conftest import TLSFiles
-from tests.factories import owner, pod, review
-from tests.serverproc import ServeProcess, read_response, request_head
+from tests.support.factories import owner, pod, review
+from tests.support.serverproc import ServeProcess, read_response, request_head
+from tests.support.servers import TLSFiles
 
 
 def big_review() -> bytes:

@@ -38,8 +38,8 @@ from cryptography import x509
 
 from bench import deepflow_plugins
 from bench.pods import review_body
-from tests.conftest import TLSFiles
-from tests.serverproc import ServeProcess
+from tests.support.serverproc import ServeProcess
+from tests.support.servers import TLSFiles
 from webhook.certs import generate as certs
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "15"))
@@ -106,7 +106,7 @@ async def metric_value(server: ServeProcess, name: str) -> float | None:
     return None
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], stop: asyncio.Event) -> bool:
+async def effect_seen(check: Callable[[], Awaitable[bool]], stop: asyncio.Event) -> bool:
     """Poll ``check`` until true or EFFECT_TIMEOUT_S; once the soak is over, give up after 2 s (not counted)."""
     started = time.monotonic()
     while time.monotonic() - started < EFFECT_TIMEOUT_S:
@@ -129,7 +129,7 @@ async def plugin_reloader(ctx: SoakContext) -> None:
         async def loaded(wanted: dict[str, str] = wanted) -> bool:
             return await metric_value(ctx.server, "workload_tagger_plugins_loaded") == len(wanted)
 
-        if await wait_for(loaded, ctx.stop):
+        if await effect_seen(loaded, ctx.stop):
             ctx.counts["plugin reloads"] = ctx.counts.get("plugin reloads", 0) + 1
         elif not ctx.stop.is_set():
             ctx.notes.append(f"plugin set of {len(wanted)} not in force {EFFECT_TIMEOUT_S:g} s after the write")
@@ -170,7 +170,7 @@ async def cert_rotator(ctx: SoakContext) -> None:
         async def served(serial: int = serial) -> bool:
             return await served_serial(ctx.server) == serial
 
-        if await wait_for(served, ctx.stop):
+        if await effect_seen(served, ctx.stop):
             ctx.counts["certificate rotations"] = ctx.counts.get("certificate rotations", 0) + 1
         elif not ctx.stop.is_set():
             ctx.notes.append(f"rotated certificate not served {EFFECT_TIMEOUT_S:g} s after the write")

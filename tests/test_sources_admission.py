@@ -26,8 +26,8 @@ import kmock as kmock_lib
 from aiohttp import web
 from aiohttp.test_utils import RawTestServer, TestClient
 
-from tests.fakeapi import core_api
-from tests.recorders import eventually
+from tests.support.fakeapi import core_api
+from tests.support.waiting import eventually
 from webhook.admission.handler import PodMutator
 from webhook.admission.patch import annotation_keys
 from webhook.admission.server import Readiness, build_app

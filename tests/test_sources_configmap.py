@@ -11,8 +11,9 @@ from typing import Any
 
 import kmock as kmock_lib
 
-from tests.fakeapi import FakeConfigMapAPI, core_api
-from tests.recorders import RecordingObserver, RecordingSink, eventually, wait_for
+from tests.support.fakeapi import FakeConfigMapAPI, core_api
+from tests.support.recorders import RecordingObserver, RecordingSink
+from tests.support.waiting import eventually, wait_for
 from webhook.plugins.sources.backoff import Backoff
 from webhook.plugins.sources.configmap import ConfigMapSource
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.recorders import RecordingObserver, RecordingSink, wait_for
+from tests.support.recorders import RecordingObserver, RecordingSink
+from tests.support.waiting import wait_for
 from webhook.plugins.sources.directory import DirectorySource
 from webhook.plugins.sources.snapshot import read_plugin_dir
 

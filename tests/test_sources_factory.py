@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakeapi import FakeConfigMapAPI, write_kubeconfig
-from tests.recorders import RecordingObserver, RecordingSink, wait_for
+from tests.support.fakeapi import FakeConfigMapAPI, write_kubeconfig
+from tests.support.recorders import RecordingObserver, RecordingSink
+from tests.support.waiting import wait_for
 from webhook.cluster.client import api_client as kube_api_client
 from webhook.config import Config
 from webhook.plugins.sources.configmap import ConfigMapSource

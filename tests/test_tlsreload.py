@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests.support.net import free_port
+from tests.support.waiting import eventually
 from webhook.admission.handler import PodMutator
 from webhook.admission.server import Readiness, build_app, serve_until_stopped, tls_context
 from webhook.certs.generate import KeyPair, make_ca, make_leaf
@@ -25,10 +26,6 @@ from webhook.resolution.resolver import Resolver
 NAMES = ["localhost", "127.0.0.1"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_pair(directory: Path, leaf: KeyPair) -> None:
@@ -125,19 +122,13 @@ async def live(tmp_path: Path) -> AsyncIterator[tuple[Live, KeyPair, KeyPair]]:
     await asyncio.wait_for(asyncio.gather(server, watcher), 10)
 
 
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_rotation_reaches_new_connections_and_keeps_old_ones(
     live: tuple[Live, KeyPair, KeyPair], tmp_path: Path
 ) -> None:
     srv, _, ca_new = live
-    await wait_for(lambda: len(srv.loaded) >= 1)
+    await eventually(lambda: len(srv.loaded) >= 1, timeout=10.0)
     first_serial = srv.loaded[0].serial_number
     old_conn = await Conn.open(srv.port, srv.ca_file)
     assert old_conn.peer_serial() == first_serial
@@ -145,7 +136,7 @@ async def test_rotation_reaches_new_connections_and_keeps_old_ones(
 
     rotated = make_leaf(ca_new, NAMES)
     write_pair(tmp_path / "secret", rotated)
-    await wait_for(lambda: srv.loaded[-1].serial_number == rotated.cert.serial_number)
+    await eventually(lambda: srv.loaded[-1].serial_number == rotated.cert.serial_number, timeout=10.0)
 
     new_conn = await Conn.open(srv.port, srv.ca_file)
     assert new_conn.peer_serial() == rotated.cert.serial_number
@@ -163,7 +154,7 @@ async def test_half_written_pair_is_ignored_until_whole(
     live: tuple[Live, KeyPair, KeyPair], tmp_path: Path
 ) -> None:
     srv, ca_old, _ = live
-    await wait_for(lambda: len(srv.loaded) >= 1)
+    await eventually(lambda: len(srv.loaded) >= 1, timeout=10.0)
     served = srv.loaded[-1].serial_number
     secret_dir = tmp_path / "secret"
     # plain files replacing the symlinks: new key first, the old cert still in place
@@ -173,13 +164,13 @@ async def test_half_written_pair_is_ignored_until_whole(
     (secret_dir / "tls.key").unlink()
     (secret_dir / "tls.crt").write_bytes(cert_text)
     (secret_dir / "tls.key").write_bytes(nxt.key_pem)
-    await wait_for(lambda: srv.reloader.failures >= 1)
+    await eventually(lambda: srv.reloader.failures >= 1, timeout=10.0)
     conn = await Conn.open(srv.port, srv.ca_file)
     assert conn.peer_serial() == served  # still the old, valid pair
     assert (await conn.get("/readyz"))[0] == 200
     await conn.close()
     (secret_dir / "tls.crt").write_bytes(nxt.cert_pem)
-    await wait_for(lambda: srv.loaded[-1].serial_number == nxt.cert.serial_number)
+    await eventually(lambda: srv.loaded[-1].serial_number == nxt.cert.serial_number, timeout=10.0)
     conn = await Conn.open(srv.port, srv.ca_file)
     assert conn.peer_serial() == nxt.cert.serial_number
     await conn.close()
@@ -206,11 +197,11 @@ async def test_plain_files_rewritten_in_place_by_self_managed_mode(tmp_path: Pat
     )
     stop = asyncio.Event()
     task = asyncio.create_task(reloader.run(stop))
-    await wait_for(lambda: seen == [first.cert.serial_number])
+    await eventually(lambda: seen == [first.cert.serial_number], timeout=10.0)
     second = make_leaf(ca, NAMES)
     _write(d / "tls.key", second.key_pem, private=True)
     _write(d / "tls.crt", second.cert_pem, private=False)
-    await wait_for(lambda: seen[-1] == second.cert.serial_number)
+    await eventually(lambda: seen[-1] == second.cert.serial_number, timeout=10.0)
     stop.set()
     await asyncio.wait_for(task, 5)
     assert seen == [first.cert.serial_number, second.cert.serial_number]
@@ -244,6 +235,6 @@ async def test_directory_appearing_later_is_picked_up_by_polling(tmp_path: Path)
     leaf = make_leaf(ca, NAMES)
     _write(later / "tls.key", leaf.key_pem, private=True)
     _write(later / "tls.crt", leaf.cert_pem, private=False)
-    await wait_for(lambda: seen == [leaf.cert.serial_number])
+    await eventually(lambda: seen == [leaf.cert.serial_number], timeout=10.0)
     stop.set()
     await asyncio.wait_for(task, 5)

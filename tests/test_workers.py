@@ -9,9 +9,9 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import TLSFiles
-from tests.factories import owner, pod, review
-from tests.serverproc import ServeProcess
+from tests.support.factories import owner, pod, review
+from tests.support.serverproc import ServeProcess
+from tests.support.servers import TLSFiles
 from webhook import metrics
 from webhook.admission import workers
 

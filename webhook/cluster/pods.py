@@ -15,25 +15,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from kubernetes.client.exceptions import ApiException
 
 from webhook.cluster.client import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
+from webhook.cluster.ratelimit import Limiter, NoLimit
 from webhook.errors import UserError
 
 Notice = Callable[[str], None]
 """Where the lister says something the user should know (a restart, a retry); stderr in the CLI."""
-
-
-class Limiter(Protocol):
-    def acquire(self) -> None: ...
-
-
-class NoLimit:
-    def acquire(self) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)

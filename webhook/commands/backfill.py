@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from webhook.app import build_resolver, plugin_set_for_cli
 from webhook.cluster.client import REQUEST_TIMEOUT, TRANSPORT_ERRORS, api_status, json_body, one_line
 from webhook.cluster.pods import LiveLister, backoff
+from webhook.cluster.ratelimit import TokenBucket
 from webhook.commands.assessment import (
     STALE,
     UNRESOLVED,
@@ -44,6 +45,7 @@ from webhook.commands.assessment import (
     stderr_notice,
 )
 from webhook.commands.inputs import PodInput, cluster_pods
+from webhook.commands.progress import Progress
 from webhook.config import Config
 from webhook.errors import UserError
 from webhook.plugins import PluginSet
@@ -91,35 +93,6 @@ def describe_change(assessment: Assessment, change: Mapping[str, str | None]) ->
         else:
             parts.append(f"+{key}={value}")
     return " ".join(parts)
-
-
-class TokenBucket:
-    """At most ``burst`` requests at once, refilled at ``qps`` per second (client-go's limiter)."""
-
-    def __init__(
-        self,
-        qps: float,
-        burst: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if qps <= 0 or burst < 1:
-            raise ValueError("qps must be > 0 and burst >= 1")
-        self.qps, self.burst = qps, burst
-        self.clock, self.sleep = clock, sleep
-        self.tokens = float(burst)
-        self.stamp = clock()
-
-    def acquire(self) -> None:
-        now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.qps)
-        self.stamp = now
-        if self.tokens < 1.0:
-            wait = (1.0 - self.tokens) / self.qps
-            self.sleep(wait)
-            self.stamp = self.clock()
-            self.tokens = 1.0
-        self.tokens -= 1.0
 
 
 class Forbidden(Exception):
@@ -255,58 +228,6 @@ def _resource_version(obj: Mapping[str, Any]) -> str | None:
     meta = obj.get("metadata")
     rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
     return rv if isinstance(rv, str) and rv else None
-
-
-class Progress:
-    """A one-line bar with counts and ETA on a terminal; plain lines (every ``every`` Pods) otherwise."""
-
-    def __init__(
-        self,
-        out: TextIO,
-        tty: bool | None = None,
-        every: int = 1000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.out = out
-        self.tty = out.isatty() if tty is None else tty
-        self.every = every
-        self.clock = clock
-        self.start = clock()
-        self.drawn = False
-
-    def line(self, text: str) -> None:
-        """A per-Pod line; on a terminal it goes above the bar."""
-        if self.tty and self.drawn:
-            self.out.write("\r\x1b[2K")
-            self.drawn = False
-        self.out.write(text + "\n")
-
-    def update(self, counts: Counter[str], seen: int, remaining: int | None) -> None:
-        if not self.tty and seen % self.every:
-            return
-        elapsed = self.clock() - self.start
-        rate = seen / elapsed if elapsed >= 0.1 else 0.0
-        total = seen + remaining if remaining is not None else None
-        eta = f"ETA {remaining / rate:.0f}s" if remaining is not None and rate > 0 else "ETA ?"
-        done = f"{seen}/{total}" if total is not None else f"{seen}"
-        summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        if self.tty:
-            width = 24
-            filled = int(width * seen / total) if total else 0
-            bar = "#" * filled + "-" * (width - filled)
-            self.out.write(f"\r\x1b[2K[{bar}] {done} Pods  {rate:.0f}/s  {eta}  {summary}".rstrip())
-            self.drawn = True
-        else:
-            self.out.write(
-                ", ".join(p for p in (f"progress: {done} Pods", f"{rate:.0f}/s", eta, summary) if p) + "\n"
-            )
-        self.out.flush()
-
-    def finish(self) -> None:
-        if self.tty and self.drawn:
-            self.out.write("\r\x1b[2K")
-            self.drawn = False
-        self.out.flush()
 
 
 @dataclass

@@ -47,6 +47,7 @@ TABLE_BYTES_PER_JSON_BYTE = 40
 PUSH_SLACK = 64 * 1024
 
 _SANDBOX = resources.files("webhook.plugins").joinpath("sandbox.lua").read_text(encoding="utf-8")
+_DKJSON = resources.files("webhook.plugins").joinpath("dkjson.lua").read_text(encoding="utf-8")
 _LINE = re.compile(r"^[^:\n]*:(\d+):")
 _OUTCOMES = {
     "match": PluginOutcome.MATCH,
@@ -149,6 +150,7 @@ class PluginRuntime:
             return holder[0].table_from(value, recursive=recursive)
 
         install = setup(
+            lua.execute(_DKJSON),
             make_bridge(table_from, fits_tables),
             HOOK_EVERY,
             max(1, self.instructions // HOOK_EVERY),

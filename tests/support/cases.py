@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tests.factories import owner, pod
+from tests.support.factories import owner, pod
 
 
 @dataclass(frozen=True)

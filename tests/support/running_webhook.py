@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import http.client
-import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -20,18 +19,13 @@ from typing import Any
 
 import orjson
 
+from tests.support.net import free_port
 from webhook import metrics
 from webhook.admission.handler import PodMutator
 from webhook.admission.server import Readiness, build_app, serve_until_stopped, tls_context
 from webhook.certs import generate as certs
 from webhook.plugins import PluginSet
 from webhook.resolution.resolver import Resolver
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -13,13 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import TLSFiles
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.net import free_port
+from tests.support.servers import TLSFiles
 
 
 @dataclass
@@ -36,7 +30,7 @@ class ServeProcess:
                "--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key), *self.plugin_args,
                "--log-level", "info", *self.extra]
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
 
     @property
     def pid(self) -> int:

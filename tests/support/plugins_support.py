@@ -10,11 +10,10 @@ from webhook.outcomes import PluginOutcome
 from webhook.plugins.dkjson import parse
 from webhook.plugins.runtime import MAX_VALUE_BYTES, CallResult, PluginRuntime, chunk_name
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 REFERENCE = DATA / "reference.lua"
 DUMP = DATA / "dump.lua"
 LUA = "lua5.1"
-DKJSON = Path("/usr/share/lua/5.1/dkjson.lua")
 
 
 @dataclass(frozen=True)
