@@ -59,8 +59,7 @@ class PodMutator:
         allow = AdmissionResponse(request.api_version, request.uid)
         if not request.is_pod or request.operation not in self.operations:
             return Decision(allow, SKIPPED)
-        obj = request.object
-        pod = obj if type(obj) is PodObject else PodObject.of(obj) if isinstance(obj, dict) else None
+        pod = request.object
         if pod is None:
             return Decision(allow, UNCHANGED)
         try:

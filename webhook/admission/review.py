@@ -36,7 +36,7 @@ class AdmissionRequest(msgspec.Struct, gc=False):
     resource: str
     sub_resource: str
     namespace: str | None
-    object: Any
+    object: PodObject | None  # None: no object, or one whose metadata is not a mapping
     dry_run: bool
 
     @property
@@ -67,6 +67,10 @@ class PodObject(msgspec.Struct, gc=False):
         if not isinstance(meta, dict):
             return None
         return cls(PodMeta.of(meta), True)
+
+
+def _pod_object(obj: object) -> PodObject | None:
+    return PodObject.of(obj) if isinstance(obj, dict) else None
 
 
 def loads(body: bytes | str) -> Any:
@@ -124,7 +128,7 @@ def decode(body: bytes) -> AdmissionRequest:
         resource=_str(resource.get("resource")),
         sub_resource=_str(request.get("subResource")),
         namespace=namespace if isinstance(namespace, str) and namespace else None,
-        object=request.get("object"),
+        object=_pod_object(request.get("object")),
         dry_run=request.get("dryRun") is True,
     )
 

@@ -90,8 +90,8 @@ def classify(doc: Any, source: str) -> Iterator[PodInput]:
             req = admission.decode(orjson.dumps(doc))
         except admission.AdmissionError as exc:
             raise InputError(f"{source}: {exc}") from None
-        obj = req.object if isinstance(req.object, dict) else {}
-        yield PodInput(source, obj, req.namespace, req)
+        obj = doc["request"].get("object")  # decode() checked that the request is a mapping
+        yield PodInput(source, obj if isinstance(obj, dict) else {}, req.namespace, req)
     elif isinstance(doc.get("items"), list) and (kind is None or str(kind).endswith("List")):
         for item in doc["items"]:
             yield from classify(item, source)

@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from webhook.admission.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest, PodObject
 from webhook.app import build_mutator, plugin_set_for_cli
 from webhook.commands.inputs import PodInput, load_pods
 from webhook.config import Config
@@ -21,7 +21,7 @@ def as_request(pod: PodInput) -> AdmissionRequest:
         return pod.review
     return AdmissionRequest(
         api_version="admission.k8s.io/v1", uid="offline", operation="CREATE", group="", version="v1",
-        kind="Pod", resource="pods", sub_resource="", namespace=pod.namespace, object=pod.obj, dry_run=True,
+        kind="Pod", resource="pods", sub_resource="", namespace=pod.namespace, object=PodObject.of(pod.obj), dry_run=True,
     )
 
 
