@@ -127,7 +127,8 @@ def check_patch(body: bytes, response: dict[str, Any]) -> None:
     before = (obj.get("metadata") or {}).get("annotations") or {}
     after = patched["metadata"]["annotations"]
     assert {k: after[k] for k in before} == before  # nothing a user set is replaced
-    assert all(k.startswith(DEFAULT_PREFIX) and isinstance(after[k], str) for k in set(after) - set(before))
+    assert all(k.startswith((DEFAULT_PREFIX, "resource.opentelemetry.io/k8s.")) and isinstance(after[k], str)
+               for k in set(after) - set(before))
     assert {k: v for k, v in patched.items() if k != "metadata"} == {k: v for k, v in obj.items() if k != "metadata"}
 
 

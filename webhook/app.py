@@ -41,6 +41,7 @@ def build_resolver(config: Config) -> Resolver:
             plugins_first=config.plugins_first,
             allow_custom_types=config.allow_custom_types,
             extra_rules=user_rules(config.rules, config.allow_custom_types),
+            owner_fallback=config.owner_fallback,
         )
     )
 
@@ -52,6 +53,7 @@ def build_mutator(config: Config, plugins: PluginSet | None = None) -> PodMutato
         lambda: current,
         prefix=config.prefix,
         budget_seconds=config.review_budget_ms / 1000,
+        otel_annotations=config.otel_annotations,
     )
 
 
@@ -188,6 +190,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
         lambda: registry.current,
         prefix=config.prefix,
         budget_seconds=config.review_budget_ms / 1000,
+        otel_annotations=config.otel_annotations,
     )
     app = server.build_app(mutator, readiness, config.max_body_bytes)
     ctx = server.tls_context(config.cert_file, config.key_file)

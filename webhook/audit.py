@@ -1,7 +1,8 @@
 """`workload-tagger audit`: how much of the running cluster carries our annotations, and what is left.
 
 Every Pod is resolved with the webhook's own :class:`Resolver` and compared with the
-annotations it carries. Only counters and a small per-owner-kind table are kept, so the
+annotations it carries. For the Pods nobody resolves, the report also shows what the owner
+fallback (``ownerFallback``) would write, so turning it on is an informed choice. Only counters and a small per-owner-kind table are kept, so the
 report costs the same memory for 300 Pods as for 100,000 (Pods arrive page by page).
 """
 
@@ -21,13 +22,14 @@ import yaml
 from webhook.app import build_resolver, plugin_set_for_cli
 from webhook.config import Config
 from webhook.errors import CLIError
+from webhook.fallback import owner_fallback
 from webhook.inputs import PodInput
 from webhook.patch import annotation_keys, desired_annotations
 from webhook.plugins import PluginSet
 from webhook.podlist import ListScope, LiveLister, file_pods
 from webhook.resolver import Resolver
 from webhook.rules import select_owner
-from webhook.types import Resolution
+from webhook.types import PodMeta, Resolution
 
 CORRECT, MISSING, STALE, UNRESOLVED = "correct", "missing", "stale", "unresolved"
 STATUSES = (CORRECT, MISSING, STALE, UNRESOLVED)
@@ -41,7 +43,10 @@ class Assessment:
 
     ``missing``: keys the Pod lacks (the webhook would add them). ``stale``: our keys present
     with another value, as key -> wanted value, where None means "the key should not be
-    there" (e.g. a platform annotation for a Pod that resolves without platform).
+    there" (e.g. a platform annotation for a Pod that resolves without platform). The
+    OpenTelemetry annotations are only ever missing, never stale: a value a Pod has under
+    ``resource.opentelemetry.io/`` may be its owner's choice (the convention invites users to set
+    them), so it is kept, like any value the webhook finds.
     """
 
     label: str
@@ -62,7 +67,8 @@ class Assessment:
 
 
 def assess(
-    pod: PodInput, resolver: Resolver, plugins: PluginSet, prefix: str, deadline_s: float | None = None
+    pod: PodInput, resolver: Resolver, plugins: PluginSet, prefix: str, deadline_s: float | None = None,
+    otel: bool = True,
 ) -> Assessment:
     meta = pod.meta
     namespace = str(meta.get("namespace") or pod.namespace or "")
@@ -74,18 +80,21 @@ def assess(
     resolution = resolver.resolve(meta, namespace or None, plugins, deadline)
     if resolution is None:
         return Assessment(pod.label, namespace, name, None, {}, {}, ours)
-    wanted = desired_annotations(resolution, prefix)
-    missing = {k: v for k, v in wanted.items() if k not in ours}
+    wanted = desired_annotations(resolution, prefix, otel)
+    missing = {k: v for k, v in wanted.items() if k not in annotations}
     stale: dict[str, str | None] = {k: wanted.get(k) for k, v in ours.items() if wanted.get(k) != v}
     return Assessment(pod.label, namespace, name, resolution, missing, stale, ours)
 
 
 @dataclass
 class OwnerGap:
+    """Unresolved Pods of one owner kind; ``fallback`` is what the owner fallback would write for the example."""
+
     api_version: str
     kind: str
     count: int
     example: str
+    fallback: Resolution | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -93,7 +102,11 @@ class OwnerGap:
             "kind": self.kind,
             "count": self.count,
             "example": self.example,
+            "fallback": self.fallback.as_json() if self.fallback else None,
         }
+
+    def fallback_cell(self) -> str:
+        return f"{self.fallback.workload_type} {self.fallback.workload_name}" if self.fallback else "-"
 
 
 @dataclass
@@ -120,7 +133,7 @@ class AuditReport:
         key = (owner.api_version, owner.kind) if owner else ("", NO_OWNER)
         gap = self.gaps.get(key)
         if gap is None:
-            self.gaps[key] = OwnerGap(key[0], key[1], 1, assessment.label)
+            self.gaps[key] = OwnerGap(key[0], key[1], 1, assessment.label, owner_fallback(PodMeta.of(meta)))
         else:
             gap.count += 1
 
@@ -150,10 +163,11 @@ def build_report(
     plugins: PluginSet,
     prefix: str,
     deadline_s: float | None = None,
+    otel: bool = True,
 ) -> AuditReport:
     report = AuditReport()
     for pod in pods:
-        report.add(assess(pod, resolver, plugins, prefix, deadline_s), pod.meta)
+        report.add(assess(pod, resolver, plugins, prefix, deadline_s, otel), pod.meta)
     return report
 
 
@@ -199,9 +213,9 @@ def render_table(report: AuditReport) -> str:
         sorted(report.by_resolver.items(), key=lambda kv: (-kv[1], kv[0])),
     )
     lines += _table(
-        "UNRESOLVED OWNER KINDS (write a plugin for these)",
-        ("APIVERSION", "KIND", "PODS", "EXAMPLE POD"),
-        [(g.api_version or "-", g.kind, g.count, g.example) for g in report.unresolved_owners()],
+        "UNRESOLVED OWNER KINDS (write a plugin for these, or see what --owner-fallback would write)",
+        ("APIVERSION", "KIND", "PODS", "EXAMPLE POD", "WITH --owner-fallback"),
+        [(g.api_version or "-", g.kind, g.count, g.example, g.fallback_cell()) for g in report.unresolved_owners()],
     )
     missing, stale = report.status[MISSING], report.status[STALE]
     if missing or stale:
@@ -270,6 +284,6 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
         plugins = plugin_set_for_cli(config)
     # No review deadline: the CLI wants every Pod's answer; each plugin call stays bounded by its
     # own instruction and memory budget. backfill resolves the same way, so the two agree.
-    report = build_report(pods, resolver, plugins, config.prefix)
+    report = build_report(pods, resolver, plugins, config.prefix, otel=config.otel_annotations)
     sys.stdout.write(render(report, args.format))
     return 0
