@@ -111,7 +111,7 @@ def builtin_shapes() -> list[Shape]:
     """A row per built-in rule, then the answers that come from elsewhere."""
     shapes = []
     for rule in BUILTIN_RULES:
-        group = "any group" if rule.group == "*" else f"`{_api_version(rule.group)}`"
+        group = "any group's" if rule.group == "*" else f"`{rule.group or 'v1'}`"
         shapes.append(Shape(f"{group} {rule.kind} → {rule.workload_type}", rule.resolved_by,
                             Owner(_api_version(rule.group), rule.kind, "OWNER", "UID")))
     shapes += [
@@ -134,4 +134,6 @@ def mapping_table() -> str:
         found = otel_attributes(Resolution("TYPE", "WORKLOAD", None, shape.resolved_by, shape.owner))
         cells = ", ".join(f"`{k}` = {sources[v]}" for k, v in found.items()) or "none"
         rows.append(f"| {shape.label} | `{shape.resolved_by}` | {cells} |")
+    rows += ["", f"Attribute names follow the OpenTelemetry semantic conventions {SEMCONV_VERSION} "
+                 f"(`{SEMCONV_SCHEMA_URL}`), registry `k8s`."]
     return "\n".join(rows)
