@@ -158,6 +158,11 @@ def start_prometheus(tmp_path: Path, hook: RunningWebhook) -> tuple[str, subproc
             },
         ],
     }
+    return launch_prometheus(tmp_path, config)
+
+
+def launch_prometheus(tmp_path: Path, config: dict[str, Any]) -> tuple[str, subprocess.Popen[bytes]]:
+    """Debian's prometheus on loopback with this configuration; its base URL once it is ready."""
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log_path = tmp_path / "prometheus.log"

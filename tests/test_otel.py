@@ -22,6 +22,7 @@ import pytest
 from tests.cases import CASES, OTEL_EXPECTED, Case
 from tests.factories import owner, pod, review
 from tests.test_resolver_plugins import Recording
+from tools.readme_settings import render
 from webhook import admission, otel
 from webhook.app import build_mutator
 from webhook.config import Config, load
@@ -30,7 +31,6 @@ from webhook.plugins import EMPTY, PluginSet
 from webhook.resolver import Resolver, ResolverSettings
 from webhook.rules import BUILTIN_RULES, user_rules
 from webhook.types import Owner, Resolution
-from tools.readme_settings import render
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = "workload-tagger.io/"
