@@ -99,8 +99,11 @@ def test_user_set_values_are_kept_and_service_name_is_never_written() -> None:
     assert not any(k.startswith("resource.opentelemetry.io/service.") for k in otel.ALL_KEYS)
 
 
-def test_an_owner_reference_without_uid_gets_no_uid_attribute() -> None:
-    ref = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "controller": True}
+@pytest.mark.parametrize("uid", [None, 5, ""])
+def test_an_owner_reference_without_a_uid_string_gets_no_uid_attribute(uid: object) -> None:
+    ref: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "controller": True}
+    if uid is not None:
+        ref["uid"] = uid
     got = admit(build_mutator(Config()), pod(name="db-0", owners=[ref]))
     assert {k: v for k, v in got.items() if k.startswith(OTEL)} == {OTEL + "k8s.statefulset.name": "db"}
 
@@ -143,7 +146,7 @@ def test_derived_workload_rules_exist_and_every_key_is_a_valid_annotation_key() 
             assert set(otel.otel_annotations(resolution)) <= otel.ALL_KEYS
 
 
-def test_the_setting_reaches_every_door() -> None:
+def test_the_setting_default_env_and_flag() -> None:
     assert load(None, {}, {}).otel_annotations is True
     assert load(None, {}, {"WORKLOAD_TAGGER_OTEL_ANNOTATIONS": "false"}).otel_annotations is False
     assert load(None, {"otel_annotations": False}, {"WORKLOAD_TAGGER_OTEL_ANNOTATIONS": "true"}).otel_annotations is False
