@@ -278,7 +278,7 @@ def test_stale_means_our_key_disagrees() -> None:
     a = audit.assess(PodInput("t", pod), Resolver(), EMPTY, PREFIX)
     assert a.status == "stale"
     assert a.stale == {K_TYPE: "StatefulSet", K_NAME: "db"}
-    assert set(a.missing) == {PREFIX + "resolved-by"}
+    assert set(a.missing) == {PREFIX + "resolved-by", "resource.opentelemetry.io/k8s.statefulset.name"}
 
 
 def test_unreadable_file_is_one_line() -> None:

@@ -29,8 +29,10 @@ def expected_change(g: GenPod, overwrite: bool) -> dict[str, Any]:
     if g.truth.wtype is None:
         return {}
     want = wanted(g.truth)
-    have = {k: v for k, v in (g.pod["metadata"].get("annotations") or {}).items() if k.startswith(PREFIX)}
-    change: dict[str, Any] = {k: v for k, v in want.items() if k not in have}
+    present = g.pod["metadata"].get("annotations") or {}
+    # Only our own keys can be stale; an OpenTelemetry key the Pod has is kept, whatever its value.
+    have = {k: v for k, v in present.items() if k.startswith(PREFIX)}
+    change: dict[str, Any] = {k: v for k, v in want.items() if k not in present}
     if overwrite:
         change.update({k: v for k, v in want.items() if k in have and have[k] != v})
     return change

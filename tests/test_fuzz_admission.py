@@ -26,10 +26,11 @@ from webhook.admission.handler import PodMutator
 from webhook.admission.patch import DEFAULT_PREFIX
 from webhook.outcomes import ReviewOutcome
 from webhook.plugins import EMPTY
-from webhook.resolution.resolver import Resolver, plugin_input
+from webhook.resolution.resolver import Resolver, ResolverSettings, plugin_input
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-MUTATOR = PodMutator(Resolver(), lambda: EMPTY, budget_seconds=None)
+# The owner fallback on, so fuzzed ownerReferences also reach it (rules answer first either way).
+MUTATOR = PodMutator(Resolver(ResolverSettings(owner_fallback=True)), lambda: EMPTY, budget_seconds=None)
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -128,7 +129,8 @@ def check_patch(body: bytes, response: dict[str, Any]) -> None:
     before = (obj.get("metadata") or {}).get("annotations") or {}
     after = patched["metadata"]["annotations"]
     assert {k: after[k] for k in before} == before  # nothing a user set is replaced
-    assert all(k.startswith(DEFAULT_PREFIX) and isinstance(after[k], str) for k in set(after) - set(before))
+    assert all(k.startswith((DEFAULT_PREFIX, "resource.opentelemetry.io/k8s.")) and isinstance(after[k], str)
+               for k in set(after) - set(before))
     assert {k: v for k, v in patched.items() if k != "metadata"} == {k: v for k, v in obj.items() if k != "metadata"}
 
 
@@ -224,7 +226,7 @@ def test_numbers_orjson_refuses_or_rounds_still_resolve() -> None:
 
 async def test_fuzzed_reviews_over_tls(start_server: ServerFactory) -> None:
     """A sample through the real server: never a 5xx, never a denial; always a review or a 400."""
-    srv = await start_server()
+    srv = await start_server(MUTATOR)
     ctx = srv.client_ssl
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

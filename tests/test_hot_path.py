@@ -8,6 +8,7 @@ import json
 
 import msgspec
 import orjson
+import pytest
 
 from tests.support.factories import owner, pod, review
 from tests.support.plugin_fakes import Recording
@@ -16,7 +17,7 @@ from webhook.admission.handler import PodMutator
 from webhook.admission.patch import DEFAULT_PREFIX, PatchBuilder, annotation_ops, desired_annotations
 from webhook.outcomes import ReviewOutcome
 from webhook.plugins import EMPTY
-from webhook.resolution.model import Resolution
+from webhook.resolution.model import Owner, Resolution
 from webhook.resolution.resolver import Resolver, plugin_input
 
 MANAGED = [{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]
@@ -64,11 +65,46 @@ def test_pods_of_one_workload_share_one_precomputed_patch() -> None:
     assert ops == list(first.ops)
     assert [op["path"] for op in ops] == [
         "/metadata/annotations/workload-tagger.io~1workload-type", "/metadata/annotations/workload-tagger.io~1workload-name",
-        "/metadata/annotations/workload-tagger.io~1resolved-by"]
+        "/metadata/annotations/workload-tagger.io~1resolved-by",
+        "/metadata/annotations/resource.opentelemetry.io~1k8s.deployment.name",
+        "/metadata/annotations/resource.opentelemetry.io~1k8s.replicaset.name",
+        "/metadata/annotations/resource.opentelemetry.io~1k8s.replicaset.uid"]
+
+
+def test_a_patch_is_keyed_by_the_owner_reference_whose_name_and_uid_it_carries() -> None:
+    """Pods of two Jobs of one CronJob resolve alike (CronJob nightly-report) but name different Jobs."""
+    mutator = PodMutator(Resolver(), lambda: EMPTY)
+    patches = []
+    for minutes in (29_400_420, 29_400_480):
+        job = owner("batch/v1", "Job", f"nightly-report-{minutes}")
+        obj = pod(generate_name=f"nightly-report-{minutes}-", annotations={"team": "shop"}, owners=[job])
+        decision = mutator.handle(admission.decode_for_mutation(orjson.dumps(review(obj))))
+        assert decision.response.patch is not None
+        patches.append({op["path"].rsplit("~1", 1)[1]: op["value"] for op in decision.response.patch.ops})
+        assert patches[-1]["k8s.job.name"] == job["name"] and patches[-1]["k8s.job.uid"] == job["uid"]
+        assert patches[-1]["k8s.cronjob.name"] == "nightly-report"
+    assert patches[0]["k8s.job.uid"] != patches[1]["k8s.job.uid"]
+    # Without the OpenTelemetry annotations the owner changes nothing: both Pods share one patch.
+    plain = PodMutator(Resolver(), lambda: EMPTY, otel_annotations=False)
+    shared = [plain.handle(admission.decode_for_mutation(orjson.dumps(review(pod(
+        generate_name="r-", annotations={"team": "shop"}, owners=[owner("batch/v1", "Job", f"r-{m}")]))))).response.patch
+        for m in (29_400_420, 29_400_480)]
+    assert shared[0] is not None and shared[0] is shared[1]
+
+
+def test_a_patch_is_keyed_by_which_otel_keys_the_pod_already_has() -> None:
+    mutator = PodMutator(Resolver(), lambda: EMPTY)
+    ours = {f"{DEFAULT_PREFIX}{k}": "x" for k in ("workload-type", "workload-name", "resolved-by")}
+    user_set = {**ours, "resource.opentelemetry.io/k8s.deployment.name": "mine"}
+    kept = mutator.handle(admission.decode_for_mutation(everyday_body(annotations=user_set)))
+    assert kept.response.patch is not None
+    assert [op["path"].rsplit("~1", 1)[1] for op in kept.response.patch.ops] == ["k8s.replicaset.name", "k8s.replicaset.uid"]
+    rest = mutator.handle(admission.decode_for_mutation(everyday_body(annotations=ours)))
+    assert rest.response.patch is not None and len(rest.response.patch.ops) == 3
 
 
 def test_a_patch_is_keyed_by_which_of_our_keys_the_pod_already_has() -> None:
-    mutator = PodMutator(Resolver(), lambda: EMPTY)
+    mutator = PodMutator(Resolver(), lambda: EMPTY, otel_annotations=False)
     done = {f"{DEFAULT_PREFIX}{k}": "x" for k in ("workload-type", "workload-name", "resolved-by")}
     untouched = mutator.handle(admission.decode_for_mutation(everyday_body(annotations=done)))
     assert untouched.outcome == ReviewOutcome.UNCHANGED and untouched.response.patch is None
@@ -81,15 +117,18 @@ def test_a_patch_is_keyed_by_which_of_our_keys_the_pod_already_has() -> None:
     assert bare.response.patch is not None and [op["path"] for op in bare.response.patch.ops] == ["/metadata/annotations"]
 
 
-def test_the_builder_agrees_with_annotation_ops_in_every_state_and_stays_bounded() -> None:
-    builder = PatchBuilder(capacity=3)
-    keys = [f"{DEFAULT_PREFIX}workload-type", f"{DEFAULT_PREFIX}platform"]
+@pytest.mark.parametrize("otel", [True, False])
+def test_the_builder_agrees_with_annotation_ops_in_every_state_and_stays_bounded(otel: bool) -> None:
+    builder = PatchBuilder(capacity=3, otel=otel)
+    keys = [f"{DEFAULT_PREFIX}workload-type", f"{DEFAULT_PREFIX}platform", "resource.opentelemetry.io/k8s.statefulset.uid"]
     states: list[tuple[object, bool]] = [(None, False), (None, True), ({}, True), ({keys[0]: "a"}, True),
-                                         ({keys[0]: "a", keys[1]: "b", "other": "c"}, True), ("junk", True), ([], True)]
+                                         ({keys[0]: "a", keys[1]: "b", "other": "c"}, True), ({keys[2]: "u"}, True),
+                                         ("junk", True), ([], True)]
     for i in range(10):
-        resolution = Resolution("StatefulSet", f"db-{i}", "OpenKruise" if i % 2 else None, "builtin:statefulset")
+        sts = Owner("apps/v1", "StatefulSet", f"db-{i % 4}", f"uid-{i % 3}")
+        resolution = Resolution("StatefulSet", f"db-{i % 4}", "OpenKruise" if i % 2 else None, "builtin:statefulset", sts)
         for current, has_metadata in states:
-            ops = annotation_ops(current, desired_annotations(resolution), has_metadata)
+            ops = annotation_ops(current, desired_annotations(resolution, otel=otel), has_metadata)
             patch = builder.build(resolution, current, has_metadata)
             assert (list(patch.ops) if patch else []) == ops
             assert len(builder._cache) <= 3

@@ -14,8 +14,6 @@ import platform
 import re
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +24,11 @@ import pytest
 import yaml
 
 import webhook
+from tests.support.prometheus import launch_prometheus, prom_get, query, value
 from tests.support.running_webhook import (
     RunningWebhook,
     cloneset_pod,
     deployment_pod,
-    free_port,
     pod_review,
     running_webhook,
 )
@@ -74,28 +72,6 @@ class StubPlugins:
         self.observer.evaluated(STUB, "match" if claim else "no-match", time.perf_counter() - started)
         if claim:
             yield PluginAnswer(STUB, "statefulset", claim)
-
-
-def prom_get(base: str, path: str, **params: str) -> Any:
-    url = f"{base}{path}?{urllib.parse.urlencode(params)}" if params else base + path
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body = json.load(resp)
-    assert body["status"] == "success", body
-    return body["data"]
-
-
-def query(base: str, expr: str) -> list[dict[str, Any]]:
-    data = prom_get(base, "/api/v1/query", query=expr)
-    assert data["resultType"] == "vector", (expr, data)
-    result: list[dict[str, Any]] = data["result"]
-    return result
-
-
-
-
-def value(base: str, expr: str) -> float | None:
-    result = query(base, expr)
-    return float(result[0]["value"][1]) if len(result) == 1 else None
 
 
 def dashboard_queries() -> list[str]:
@@ -154,37 +130,7 @@ def start_prometheus(tmp_path: Path, hook: RunningWebhook) -> tuple[str, subproc
             },
         ],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                "/usr/bin/prometheus",
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(base + "/-/ready", timeout=1) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            assert proc.poll() is None, log_path.read_text()
-            return False
-
-    try:
-        wait_for(ready, timeout=15, what="prometheus ready", interval=0.25)
-    except BaseException:
-        proc.terminate()
-        proc.wait(10)
-        raise
-    return base, proc
+    return launch_prometheus(tmp_path, config)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from tests.support.cases import CASES, Case
+from tests.support.cases import CASES, OTEL_EXPECTED, Case
 from tests.support.factories import owner, pod, review
 from tests.support.serverproc import read_response, request_head
 from tests.support.servers import ServerFactory, TLSFiles
@@ -22,6 +22,7 @@ from webhook.plugins import EMPTY
 from webhook.resolution.resolver import Resolver
 
 PREFIX = "workload-tagger.io/"
+OTEL_PREFIX = "resource.opentelemetry.io/"
 
 
 def patched(review_body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +63,7 @@ async def test_every_rule_row_over_tls(start_server: ServerFactory, case: Case) 
     want = {PREFIX + "workload-type": wtype, PREFIX + "workload-name": name, PREFIX + "resolved-by": by}
     if platform:
         want[PREFIX + "platform"] = platform
+    want.update({OTEL_PREFIX + k: v for k, v in OTEL_EXPECTED[case.id].items()})
     original = case.pod["metadata"].get("annotations") or {}
     assert annotations == {**original, **want}
 
@@ -86,6 +88,9 @@ async def test_existing_annotations_kept_and_user_values_win(start_server: Serve
     assert {op["path"] for op in ops} == {
         "/metadata/annotations/workload-tagger.io~1workload-type",
         "/metadata/annotations/workload-tagger.io~1resolved-by",
+        "/metadata/annotations/resource.opentelemetry.io~1k8s.deployment.name",
+        "/metadata/annotations/resource.opentelemetry.io~1k8s.replicaset.name",
+        "/metadata/annotations/resource.opentelemetry.io~1k8s.replicaset.uid",
     }
     annotations = patched(body, resp)["metadata"]["annotations"]
     assert annotations["team"] == "payments"
@@ -96,8 +101,10 @@ async def test_existing_annotations_kept_and_user_values_win(start_server: Serve
 
 async def test_fully_annotated_pod_gets_no_patch(start_server: ServerFactory) -> None:
     srv = await start_server()
-    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={
-        PREFIX + "workload-type": "StatefulSet", PREFIX + "workload-name": "db", PREFIX + "resolved-by": "x"})
+    sts = owner("apps/v1", "StatefulSet", "db")
+    p = pod(name="db-0", owners=[sts], annotations={
+        PREFIX + "workload-type": "StatefulSet", PREFIX + "workload-name": "db", PREFIX + "resolved-by": "x",
+        OTEL_PREFIX + "k8s.statefulset.name": "db", OTEL_PREFIX + "k8s.statefulset.uid": "user-set"})
     assert "patch" not in await send(srv, review(p))
 
 

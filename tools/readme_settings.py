@@ -1,17 +1,24 @@
-"""Regenerate the README's settings table from webhook.config (`make docs`)."""
+"""Regenerate the README's generated tables from the code (`make docs`): the settings table from
+webhook.config and the OpenTelemetry mapping table from webhook.admission.otel."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+from webhook.admission.otel import mapping_table
 from webhook.config import settings_table
 
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+TABLES: tuple[tuple[str, Callable[[], str]], ...] = (("settings-table", settings_table), ("otel-table", mapping_table))
 
 
 def render(readme: str) -> str:
-    return re.sub(f"{START}.*?{END}", f"{START}\n{settings_table()}\n{END}", readme, flags=re.S)
+    for name, table in TABLES:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        readme = re.sub(f"{start}.*?{end}", lambda _m, s=start, e=end, t=table: f"{s}\n{t()}\n{e}", readme, flags=re.S)
+    return readme
 
 
 if __name__ == "__main__":

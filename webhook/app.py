@@ -35,6 +35,7 @@ def build_resolver(config: Config) -> Resolver:
             plugins_first=config.plugins_first,
             allow_custom_types=config.allow_custom_types,
             extra_rules=user_rules(config.rules, config.allow_custom_types),
+            owner_fallback=config.owner_fallback,
         )
     )
 
@@ -46,6 +47,7 @@ def build_mutator(config: Config, plugins: PluginSet | None = None) -> PodMutato
         lambda: current,
         prefix=config.prefix,
         budget_seconds=config.review_budget_ms / 1000,
+        otel_annotations=config.otel_annotations,
     )
 
 
@@ -157,6 +159,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
         lambda: registry.current,
         prefix=config.prefix,
         budget_seconds=config.review_budget_ms / 1000,
+        otel_annotations=config.otel_annotations,
     )
     app = server.build_app(mutator, readiness, config.max_body_bytes)
     ctx = server.tls_context(config.cert_file, config.key_file)

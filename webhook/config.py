@@ -93,6 +93,16 @@ class Config:
     allow_custom_types: bool = field(
         default=False, metadata={"help": "accept workload types outside the known set", "key": "allowCustomTypes"}
     )
+    otel_annotations: bool = field(
+        default=True,
+        metadata={"help": "also write the OpenTelemetry resource annotations (resource.opentelemetry.io/k8s.*) "
+                  "the resolution determines exactly", "key": "otelAnnotations"},
+    )
+    owner_fallback: bool = field(
+        default=False,
+        metadata={"help": "tag a Pod whose controller owner no rule or plugin resolves with that owner "
+                  "(type = its kind; static Pods: StaticPod)", "key": "ownerFallback"},
+    )
     plugin_instructions: int = field(
         default=5_000_000, metadata={"help": "Lua instruction budget per plugin call", "key": "pluginInstructions"}
     )

@@ -113,3 +113,49 @@ CASES: list[Case] = [
                                          owner("apps/v1", "StatefulSet", "second", controller=False)]),
          ("DaemonSet", "first", None, "builtin:daemonset")),
 ]
+
+
+def _uid(case_id: str, index: int = 0) -> str:
+    """The uid of the case Pod's owner reference (the input the OpenTelemetry uid is copied from)."""
+    case = next(c for c in CASES if c.id == case_id)
+    return str(case.pod["metadata"]["ownerReferences"][index]["uid"])
+
+
+# The OpenTelemetry resource attributes (annotation `resource.opentelemetry.io/<attribute>`) each
+# case must get, written out by hand from the semantic conventions' k8s registry: the direct
+# owner's name and uid for Kubernetes' own kinds, the Deployment or CronJob only where the
+# built-in rule derives it, nothing for other groups' kinds, plugins or virtual-kubelet Pods.
+OTEL_EXPECTED: dict[str, dict[str, str]] = {
+    "deployment": {"k8s.deployment.name": "web", "k8s.replicaset.name": "web-7c5ddbdf54",
+                   "k8s.replicaset.uid": _uid("deployment")},
+    "deployment-dashed-name": {"k8s.deployment.name": "my-api-v2", "k8s.replicaset.name": "my-api-v2-5d9f8b7c6d",
+                               "k8s.replicaset.uid": _uid("deployment-dashed-name")},
+    "argo-rollout": {"k8s.replicaset.name": "canary-6b7f9c", "k8s.replicaset.uid": _uid("argo-rollout")},
+    "replicaset-hash-mismatch": {"k8s.replicaset.name": "bare-rs", "k8s.replicaset.uid": _uid("replicaset-hash-mismatch")},
+    "replicaset-bare": {"k8s.replicaset.name": "bare-rs", "k8s.replicaset.uid": _uid("replicaset-bare")},
+    "statefulset": {"k8s.statefulset.name": "db", "k8s.statefulset.uid": _uid("statefulset")},
+    "daemonset": {"k8s.daemonset.name": "node-exporter", "k8s.daemonset.uid": _uid("daemonset")},
+    "cronjob": {"k8s.cronjob.name": "nightly-report", "k8s.job.name": f"nightly-report-{CRON_MINUTES}",
+                "k8s.job.uid": _uid("cronjob")},
+    "job-with-digits-not-a-time": {"k8s.job.name": "migrate-12", "k8s.job.uid": _uid("job-with-digits-not-a-time")},
+    "job-with-huge-number": {"k8s.job.name": "batch-99999999999", "k8s.job.uid": _uid("job-with-huge-number")},
+    "job": {"k8s.job.name": "pi", "k8s.job.uid": _uid("job")},
+    "openshift-deploymentconfig": {"k8s.replicationcontroller.name": "frontend-3",
+                                   "k8s.replicationcontroller.uid": _uid("openshift-deploymentconfig")},
+    "replicationcontroller": {"k8s.replicationcontroller.name": "legacy",
+                              "k8s.replicationcontroller.uid": _uid("replicationcontroller")},
+    "kruise-cloneset": {},
+    "kruise-advanced-statefulset": {},
+    "kruise-daemonset": {},
+    "opengauss": {},
+    "inplaceset": {},
+    "tke-statefulsetplus": {},
+    "virtual-kubelet-declared": {},
+    "virtual-kubelet-statefulset": {},
+    "virtual-kubelet-default-deployment": {},
+    "virtual-kubelet-other-cluster-type": {},
+    "bare-pod": {},
+    "unknown-owner": {},
+    "controller-wins": {"k8s.statefulset.name": "db", "k8s.statefulset.uid": _uid("controller-wins", 1)},
+    "first-when-no-controller": {"k8s.daemonset.name": "first", "k8s.daemonset.uid": _uid("first-when-no-controller")},
+}

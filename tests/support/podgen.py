@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 P = "workload-tagger.io/"
+OTEL = "resource.opentelemetry.io/"
 K_TYPE, K_NAME, K_PLATFORM, K_BY = P + "workload-type", P + "workload-name", P + "platform", P + "resolved-by"
 
 
@@ -22,6 +23,13 @@ class Truth:
     platform: str | None
     by: str | None
     owner: tuple[str, str]  # (apiVersion, kind) or ("", "(no owner)")
+    otel: tuple[tuple[str, str], ...] = ()  # OpenTelemetry resource attributes the Pod must get
+
+
+def _otel(base: str, name: str, derived: tuple[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The direct owner's name and uid (as _owner writes it), after the derived workload if any."""
+    own = ((f"k8s.{base}.name", name), (f"k8s.{base}.uid", f"uid-{name}"))
+    return (derived, *own) if derived else own
 
 
 def _owner(api: str, kind: str, name: str) -> list[dict[str, Any]]:
@@ -36,12 +44,14 @@ def _deployment(i: int) -> tuple[dict[str, Any], Truth]:
         "labels": {"app": f"web{i}", "pod-template-hash": "7d9f8b6c5"},
         "ownerReferences": _owner("apps/v1", "ReplicaSet", f"web{i}-7d9f8b6c5"),
     }
-    return meta, Truth("Deployment", f"web{i}", None, "builtin:deployment", ("apps/v1", "ReplicaSet"))
+    return meta, Truth("Deployment", f"web{i}", None, "builtin:deployment", ("apps/v1", "ReplicaSet"),
+                 _otel("replicaset", f"web{i}-7d9f8b6c5", ("k8s.deployment.name", f"web{i}")))
 
 
 def _replicaset(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("apps/v1", "ReplicaSet", f"plainrs{i}")}
-    return meta, Truth("ReplicaSet", f"plainrs{i}", None, "builtin:replicaset", ("apps/v1", "ReplicaSet"))
+    return meta, Truth("ReplicaSet", f"plainrs{i}", None, "builtin:replicaset", ("apps/v1", "ReplicaSet"),
+                 _otel("replicaset", f"plainrs{i}"))
 
 
 def _rollout(i: int) -> tuple[dict[str, Any], Truth]:
@@ -49,27 +59,31 @@ def _rollout(i: int) -> tuple[dict[str, Any], Truth]:
         "labels": {"rollouts-pod-template-hash": "5c4b8"},
         "ownerReferences": _owner("apps/v1", "ReplicaSet", f"canary{i}-5c4b8"),
     }
-    return meta, Truth("Rollout", f"canary{i}", None, "builtin:argo-rollout", ("apps/v1", "ReplicaSet"))
+    return meta, Truth("Rollout", f"canary{i}", None, "builtin:argo-rollout", ("apps/v1", "ReplicaSet"),
+                 _otel("replicaset", f"canary{i}-5c4b8"))
 
 
 def _statefulset(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("apps/v1", "StatefulSet", f"db{i}")}
-    return meta, Truth("StatefulSet", f"db{i}", None, "builtin:statefulset", ("apps/v1", "StatefulSet"))
+    return meta, Truth("StatefulSet", f"db{i}", None, "builtin:statefulset", ("apps/v1", "StatefulSet"),
+                 _otel("statefulset", f"db{i}"))
 
 
 def _daemonset(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("apps/v1", "DaemonSet", f"agent{i}")}
-    return meta, Truth("DaemonSet", f"agent{i}", None, "builtin:daemonset", ("apps/v1", "DaemonSet"))
+    return meta, Truth("DaemonSet", f"agent{i}", None, "builtin:daemonset", ("apps/v1", "DaemonSet"),
+                 _otel("daemonset", f"agent{i}"))
 
 
 def _cronjob(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("batch/v1", "Job", f"backup{i}-29000000")}
-    return meta, Truth("CronJob", f"backup{i}", None, "builtin:cronjob", ("batch/v1", "Job"))
+    return meta, Truth("CronJob", f"backup{i}", None, "builtin:cronjob", ("batch/v1", "Job"),
+                 _otel("job", f"backup{i}-29000000", ("k8s.cronjob.name", f"backup{i}")))
 
 
 def _job(i: int) -> tuple[dict[str, Any], Truth]:
     meta = {"ownerReferences": _owner("batch/v1", "Job", f"migrate{i}")}
-    return meta, Truth("Job", f"migrate{i}", None, "builtin:job", ("batch/v1", "Job"))
+    return meta, Truth("Job", f"migrate{i}", None, "builtin:job", ("batch/v1", "Job"), _otel("job", f"migrate{i}"))
 
 
 def _deploymentconfig(i: int) -> tuple[dict[str, Any], Truth]:
@@ -83,6 +97,7 @@ def _deploymentconfig(i: int) -> tuple[dict[str, Any], Truth]:
         "OpenShift",
         "builtin:openshift-deploymentconfig",
         ("v1", "ReplicationController"),
+        _otel("replicationcontroller", f"shop{i}-3"),
     )
 
 
@@ -94,6 +109,7 @@ def _rc(i: int) -> tuple[dict[str, Any], Truth]:
         None,
         "builtin:replicationcontroller",
         ("v1", "ReplicationController"),
+        _otel("replicationcontroller", f"legacy{i}"),
     )
 
 
@@ -225,6 +241,7 @@ def wanted(t: Truth) -> dict[str, str]:
     if t.platform:
         out[K_PLATFORM] = t.platform
     out[K_BY] = t.by
+    out.update({OTEL + k: v for k, v in t.otel})
     return out
 
 

@@ -47,10 +47,12 @@ class PodMutator:
         operations: frozenset[str] = frozenset({"CREATE"}),
         budget_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        otel_annotations: bool = True,
     ) -> None:
         self.resolver = resolver
         self.plugins = plugins
-        self.patches = PatchBuilder(prefix)  # owns the prefix: the patch is the only thing that uses it
+        # Owns the prefix and the OpenTelemetry switch: the patch is the only thing that uses them.
+        self.patches = PatchBuilder(prefix, otel=otel_annotations)
         self.operations = operations
         self.budget_seconds = budget_seconds
         self.clock = clock

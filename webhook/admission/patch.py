@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from webhook.admission import otel as otel_keys
 from webhook.resolution.model import Resolution
 
 DEFAULT_PREFIX = "workload-tagger.io/"
@@ -35,13 +36,16 @@ def annotation_keys(prefix: str) -> tuple[str, str, str, str]:
     )
 
 
-def desired_annotations(resolution: Resolution, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """The annotations a resolution asks for; platform only when there is one."""
+def desired_annotations(resolution: Resolution, prefix: str = DEFAULT_PREFIX, otel: bool = True) -> dict[str, str]:
+    """The annotations a resolution asks for: ours (platform only when there is one), then, with
+    ``otel``, the OpenTelemetry resource annotations it determines (see :mod:`webhook.admission.otel`)."""
     k_type, k_name, k_platform, k_by = annotation_keys(prefix)
     wanted = {k_type: resolution.workload_type, k_name: resolution.workload_name}
     if resolution.platform:
         wanted[k_platform] = resolution.platform
     wanted[k_by] = resolution.resolved_by
+    if otel:
+        wanted.update(otel_keys.otel_annotations(resolution))
     return wanted
 
 
@@ -92,18 +96,25 @@ _NO_METADATA, _NO_ANNOTATIONS = "no-metadata", "no-annotations"
 
 
 class PatchBuilder:
-    """Precomputed patches: the patch depends only on the resolution and on which of our keys the
-    Pod already has, and Pods of one workload share both, so each is built and encoded once.
+    """Precomputed patches: the patch depends only on the resolution and on which of the keys we
+    may write the Pod already has, and Pods of one workload share both, so each is built and
+    encoded once.
+
+    With ``otel`` the key also holds the resolution's owner reference, whose name and uid the
+    OpenTelemetry annotations carry: Pods of one ReplicaSet, StatefulSet or DaemonSet still share
+    a patch, a CronJob's Pods share one per Job. Without it the owner changes nothing and is left
+    out of the key.
 
     Bounded: the cache is dropped whole when it reaches ``capacity`` entries (a workload's patch
     is rebuilt on its next Pod), which keeps memory flat without per-hit bookkeeping.
     """
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX, capacity: int = 4096) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, capacity: int = 4096, otel: bool = True) -> None:
         self.prefix = prefix
         self.capacity = capacity
-        self._keys = frozenset(annotation_keys(prefix))
-        self._cache: dict[tuple[str, str, str | None, str, object], Patch | None] = {}
+        self.otel = otel
+        self._keys = frozenset(annotation_keys(prefix)) | (otel_keys.ALL_KEYS if otel else frozenset())
+        self._cache: dict[tuple[str, str, str | None, str, object, object], Patch | None] = {}
 
     def build(self, resolution: Resolution, annotations: object, has_metadata: bool = True) -> Patch | None:
         """The patch adding this resolution's annotations, or None when there is nothing to add."""
@@ -116,12 +127,14 @@ class PatchBuilder:
             state = _NONE_PRESENT if keys.isdisjoint(annotations) else keys.intersection(annotations)
         else:
             return None  # annotations that are not a map: never patched (see annotation_ops)
-        key = (resolution.workload_type, resolution.workload_name, resolution.platform, resolution.resolved_by, state)
+        owner = resolution.owner if self.otel else None
+        key = (resolution.workload_type, resolution.workload_name, resolution.platform, resolution.resolved_by,
+               owner, state)
         try:
             return self._cache[key]
         except KeyError:
             pass
-        ops = annotation_ops(annotations, desired_annotations(resolution, self.prefix), has_metadata)
+        ops = annotation_ops(annotations, desired_annotations(resolution, self.prefix, self.otel), has_metadata)
         patch = Patch.of(ops) if ops else None
         if len(self._cache) >= self.capacity:
             self._cache.clear()

@@ -27,7 +27,10 @@ class Assessment:
 
     ``missing``: keys the Pod lacks (the webhook would add them). ``stale``: our keys present
     with another value, as key -> wanted value, where None means "the key should not be
-    there" (e.g. a platform annotation for a Pod that resolves without platform).
+    there" (e.g. a platform annotation for a Pod that resolves without platform). The
+    OpenTelemetry annotations are only ever missing, never stale: a value a Pod has under
+    ``resource.opentelemetry.io/`` may be its owner's choice (the convention invites users to set
+    them), so it is kept, like any value the webhook finds.
     """
 
     label: str
@@ -48,7 +51,8 @@ class Assessment:
 
 
 def assess(
-    pod: PodInput, resolver: Resolver, plugins: PluginSet, prefix: str, deadline_s: float | None = None
+    pod: PodInput, resolver: Resolver, plugins: PluginSet, prefix: str, deadline_s: float | None = None,
+    otel: bool = True,
 ) -> Assessment:
     meta = pod.meta
     namespace = str(meta.get("namespace") or pod.namespace or "")
@@ -60,8 +64,8 @@ def assess(
     resolution = resolver.resolve(meta, namespace or None, plugins, deadline)
     if resolution is None:
         return Assessment(pod.label, namespace, name, None, {}, {}, ours)
-    wanted = desired_annotations(resolution, prefix)
-    missing = {k: v for k, v in wanted.items() if k not in ours}
+    wanted = desired_annotations(resolution, prefix, otel)
+    missing = {k: v for k, v in wanted.items() if k not in annotations}
     stale: dict[str, str | None] = {k: wanted.get(k) for k, v in ours.items() if wanted.get(k) != v}
     return Assessment(pod.label, namespace, name, resolution, missing, stale, ours)
 

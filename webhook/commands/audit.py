@@ -1,7 +1,8 @@
 """`workload-tagger audit`: how much of the running cluster carries our annotations, and what is left.
 
 Every Pod is resolved with the webhook's own :class:`Resolver` and compared with the
-annotations it carries. Only counters and a small per-owner-kind table are kept, so the
+annotations it carries. For the Pods nobody resolves, the report also shows what the owner
+fallback (``ownerFallback``) would write, so turning it on is an informed choice. Only counters and a small per-owner-kind table are kept, so the
 report costs the same memory for 300 Pods as for 100,000 (Pods arrive page by page).
 """
 
@@ -34,6 +35,8 @@ from webhook.commands.inputs import PodInput, cluster_pods, file_pods
 from webhook.config import Config
 from webhook.errors import UserError
 from webhook.plugins import PluginSet
+from webhook.resolution.fallback import owner_fallback
+from webhook.resolution.model import PodMeta, Resolution
 from webhook.resolution.resolver import Resolver
 from webhook.resolution.rules import select_owner
 
@@ -43,10 +46,13 @@ NO_OWNER = "(no owner)"
 
 @dataclass
 class OwnerGap:
+    """Unresolved Pods of one owner kind; ``fallback`` is what the owner fallback would write for the example."""
+
     api_version: str
     kind: str
     count: int
     example: str
+    fallback: Resolution | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,7 +60,11 @@ class OwnerGap:
             "kind": self.kind,
             "count": self.count,
             "example": self.example,
+            "fallback": self.fallback.as_json() if self.fallback else None,
         }
+
+    def fallback_cell(self) -> str:
+        return f"{self.fallback.workload_type} {self.fallback.workload_name}" if self.fallback else "-"
 
 
 @dataclass
@@ -81,7 +91,7 @@ class AuditReport:
         key = (owner.api_version, owner.kind) if owner else ("", NO_OWNER)
         gap = self.gaps.get(key)
         if gap is None:
-            self.gaps[key] = OwnerGap(key[0], key[1], 1, assessment.label)
+            self.gaps[key] = OwnerGap(key[0], key[1], 1, assessment.label, owner_fallback(PodMeta.of(meta)))
         else:
             gap.count += 1
 
@@ -111,10 +121,11 @@ def build_report(
     plugins: PluginSet,
     prefix: str,
     deadline_s: float | None = None,
+    otel: bool = True,
 ) -> AuditReport:
     report = AuditReport()
     for pod in pods:
-        report.add(assess(pod, resolver, plugins, prefix, deadline_s), pod.meta)
+        report.add(assess(pod, resolver, plugins, prefix, deadline_s, otel), pod.meta)
     return report
 
 
@@ -160,9 +171,9 @@ def render_table(report: AuditReport) -> str:
         sorted(report.by_resolver.items(), key=lambda kv: (-kv[1], kv[0])),
     )
     lines += _table(
-        "UNRESOLVED OWNER KINDS (write a plugin for these)",
-        ("APIVERSION", "KIND", "PODS", "EXAMPLE POD"),
-        [(g.api_version or "-", g.kind, g.count, g.example) for g in report.unresolved_owners()],
+        "UNRESOLVED OWNER KINDS (write a plugin for these, or see what --owner-fallback would write)",
+        ("APIVERSION", "KIND", "PODS", "EXAMPLE POD", "WITH --owner-fallback"),
+        [(g.api_version or "-", g.kind, g.count, g.example, g.fallback_cell()) for g in report.unresolved_owners()],
     )
     missing, stale = report.status[MISSING], report.status[STALE]
     if missing or stale:
@@ -211,6 +222,6 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
         plugins = plugin_set_for_cli(config)
     # No review deadline: the CLI wants every Pod's answer; each plugin call stays bounded by its
     # own instruction and memory budget. backfill resolves the same way, so the two agree.
-    report = build_report(pods, resolver, plugins, config.prefix)
+    report = build_report(pods, resolver, plugins, config.prefix, otel=config.otel_annotations)
     sys.stdout.write(render(report, args.format))
     return 0

@@ -114,6 +114,7 @@ class Patcher:
     attempts: int = 5
     conflicts: int = 3
     request_timeout: float = REQUEST_TIMEOUT
+    otel: bool = True  # also add the OpenTelemetry resource annotations (as the webhook does)
 
     def _acquire(self) -> None:
         if self.limiter is not None:
@@ -210,7 +211,7 @@ class Patcher:
                     continue
                 raise
             pod = PodInput("cluster", obj)
-            return assess(pod, self.resolver, self.plugins, self.prefix), obj
+            return assess(pod, self.resolver, self.plugins, self.prefix, otel=self.otel), obj
         return None
 
 
@@ -267,6 +268,7 @@ def backfill(
     overwrite_stale: bool,
     progress: Progress,
     remaining: Callable[[], int | None] = lambda: None,
+    otel: bool = True,
 ) -> BackfillResult:
     """Walk the Pods once; ``patcher`` None is a dry run (nothing is written)."""
     result = BackfillResult()
@@ -274,7 +276,7 @@ def backfill(
     try:
         for pod in pods:
             seen += 1
-            assessment = assess(pod, resolver, plugins, prefix)
+            assessment = assess(pod, resolver, plugins, prefix, otel=otel)
             change = plan_change(assessment, overwrite_stale)
             if assessment.status == UNRESOLVED:
                 result.counts[SKIPPED_UNRESOLVED] += 1
@@ -333,7 +335,8 @@ def run(
     limiter = TokenBucket(args.qps, args.burst)
     lister = LiveLister(api, scope, notice=stderr_notice, limiter=limiter)
     patcher = (
-        Patcher(api, resolver, plugins, config.prefix, args.overwrite_stale, limiter, notice=stderr_notice)
+        Patcher(api, resolver, plugins, config.prefix, args.overwrite_stale, limiter, notice=stderr_notice,
+                otel=config.otel_annotations)
         if args.apply
         else None
     )
@@ -346,6 +349,7 @@ def run(
         overwrite_stale=args.overwrite_stale,
         progress=Progress(out),
         remaining=lambda: lister.remaining,
+        otel=config.otel_annotations,
     )
     for label, detail in result.failures[:20]:
         print(f"failed: {label}: {detail}", file=sys.stderr)

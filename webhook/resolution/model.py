@@ -34,13 +34,36 @@ def canonical_type(value: str) -> str | None:
     return _CANONICAL.get(value.lower())
 
 
+class Owner(msgspec.Struct, frozen=True, gc=False):  # one per review: a Struct, see admission.AdmissionRequest
+    """The owner reference a Pod is attributed to (the controller one, else the first).
+
+    Frozen, so hashable: the patch cache keys on it (see ``patch.PatchBuilder``). ``uid`` is ""
+    when the reference has none (it is required by the API, but hand-written Pods may omit it).
+    """
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str = ""
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
+
+
 class Resolution(msgspec.Struct, gc=False):  # one per review: a Struct, see admission.AdmissionRequest
-    """Who a Pod belongs to, and which rule or plugin said so (written to the `resolved-by` annotation)."""
+    """Who a Pod belongs to, and which rule or plugin said so (written to the `resolved-by` annotation).
+
+    ``owner`` is the Pod's own owner reference the answer was derived from (set by the rule table
+    and the owner fallback, None for plugin and virtual-kubelet answers): what the OpenTelemetry
+    annotations name besides the workload (see ``otel``).
+    """
 
     workload_type: str
     workload_name: str
     platform: str | None
     resolved_by: str
+    owner: Owner | None = None
 
     def as_json(self) -> dict[str, str | None]:
         """The stable `resolve` CLI shape; also used by audit."""

@@ -2,7 +2,8 @@
 
 `/mutate`, `resolve`, `plugin test`, `audit` and `backfill` all call :meth:`Resolver.resolve`,
 so the CLI can never disagree with the webhook. Order: built-in (and config) rules, then
-plugins — or plugins first when ``plugins_first`` is set — first acceptable answer wins.
+plugins — or plugins first when ``plugins_first`` is set — first acceptable answer wins; then,
+with ``owner_fallback``, the Pod's controller owner itself (:mod:`webhook.resolution.fallback`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from webhook.plugins import EMPTY, PluginSet
+from webhook.resolution.fallback import owner_fallback
 from webhook.resolution.model import PodMeta, Resolution, canonical_type
 from webhook.resolution.rules import (
     BUILTIN_RULES,
@@ -31,6 +33,7 @@ class ResolverSettings:
     plugins_first: bool = False
     allow_custom_types: bool = False
     extra_rules: tuple[OwnerRule, ...] = ()
+    owner_fallback: bool = False
 
 
 class Resolver:
@@ -56,7 +59,7 @@ class Resolver:
         if wtype is None:
             return None
         if wtype != found.workload_type:
-            return Resolution(wtype, found.workload_name, found.platform, found.resolved_by)
+            return Resolution(wtype, found.workload_name, found.platform, found.resolved_by, found.owner)
         return found
 
     def by_plugins(
@@ -102,8 +105,14 @@ class Resolver:
         by the rules) build neither the rest of the metadata nor the plugins' input.
         """
         if self.settings.plugins_first:
-            return self.by_plugins(pod, namespace, plugins, deadline, clock) or self.by_rules(pod)
-        return self.by_rules(pod) or self.by_plugins(pod, namespace, plugins, deadline, clock)
+            found = self.by_plugins(pod, namespace, plugins, deadline, clock) or self.by_rules(pod)
+        else:
+            found = self.by_rules(pod) or self.by_plugins(pod, namespace, plugins, deadline, clock)
+        if found is None and self.settings.owner_fallback:
+            # Last, so rules and plugins still win; its types are owner kinds, accepted without
+            # allowCustomTypes: turning the fallback on is the opt-in.
+            return owner_fallback(pod)
+        return found
 
 
 def plugin_input(meta: Mapping[str, Any] | PodMeta, namespace: str | None) -> str:

@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
-from webhook.resolution.model import PodMeta, Resolution, canonical_type
+from webhook.resolution.model import Owner, PodMeta, Resolution, canonical_type
 
 # The CronJob controller names a Job `<cronjob>-<scheduled time in minutes since the epoch>`.
 # Pods carry no CronJob label, so that suffix is the only signal; accept it only when the number
@@ -32,18 +30,6 @@ VK_RESOURCE_NAME = "virtual-kubelet.io/provider-resource-name"
 VK_CLUSTER_TYPES = frozenset({"serverless", "proprietary"})
 STS_POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 DC_NAME_ANNOTATION = "openshift.io/deployment-config.name"
-
-
-class Owner(msgspec.Struct, gc=False):  # one per review: a Struct, see admission.AdmissionRequest
-    """The owner reference a Pod is attributed to (the controller one, else the first)."""
-
-    api_version: str
-    kind: str
-    name: str
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
 
 
 # A derivation returns (type, name) or None to let the next rule for this owner try.
@@ -197,7 +183,7 @@ def _first_answer(rows: list[tuple[OwnerRule, Derivation]], owner: Owner, pod: P
     for rule, derive in rows:
         derived = derive(rule, owner, pod)
         if derived is not None and derived[1]:
-            return Resolution(derived[0], derived[1], rule.platform, rule.resolved_by)
+            return Resolution(derived[0], derived[1], rule.platform, rule.resolved_by, owner)
     return None
 
 
@@ -214,7 +200,8 @@ def select_owner(owner_refs: object) -> Owner | None:
             continue
         if not (kind and name):
             continue
-        owner = Owner(api_version, kind, name)
+        uid = ref.get("uid")
+        owner = Owner(api_version, kind, name, uid if type(uid) is str else "")
         if ref.get("controller") is True:
             return owner
         if first is None:
