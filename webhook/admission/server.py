@@ -31,7 +31,8 @@ from aiohttp.streams import StreamReader
 
 from webhook import metrics
 from webhook.admission import review as admission
-from webhook.admission.handler import PodMutator
+from webhook.admission.handler import Decision, PodMutator
+from webhook.admission.review import AdmissionRequest
 from webhook.outcomes import ReviewOutcome
 
 log = logging.getLogger("workload_tagger.server")
@@ -188,6 +189,32 @@ async def answer_expectation(request: web.BaseRequest) -> None:
     request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 
+def review(handler: PodMutator, body: bytes) -> tuple[AdmissionRequest, Decision, bytes]:
+    """The review entry: one AdmissionReview's bytes decoded, decided and encoded.
+
+    Raises :class:`AdmissionError` for a body that is not a review we can answer; any other
+    failure is the handler's, which answers "allowed, no patch" itself.
+    """
+    request = admission.decode_for_mutation(body)
+    decision = handler.handle(request)
+    return request, decision, admission.encode(decision.response)
+
+
+def observed_review(handler: PodMutator, body: bytes) -> bytes:
+    """:func:`review`, timed, counted and logged: the one place the serving path reports a review."""
+    started = time.perf_counter()
+    try:
+        request, decision, answer = review(handler, body)
+    except admission.AdmissionError as exc:
+        metrics.observe_admission("", ReviewOutcome.INVALID, None)
+        log.warning("malformed admission review", extra={"error": str(exc)})
+        raise
+    if decision.outcome is ReviewOutcome.ERROR:
+        log.error("resolution failed; allowed without patch", extra={"uid": request.uid, "error": decision.error})
+    metrics.observe_review(request.operation, decision.outcome, decision.resolution, time.perf_counter() - started)
+    return answer
+
+
 def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) -> WebhookApp:
     in_flight = InFlight()
 
@@ -195,30 +222,16 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         in_flight.enter()
         try:
             body = await request.read()  # raises 413 past client_max_size
-            response = web.Response(body=review(body), content_type=JSON)
+            try:
+                answer = observed_review(mutator, body)
+            except admission.AdmissionError as exc:
+                raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
+            response = web.Response(body=answer, content_type=JSON)
             if readiness.shutting_down:  # ask keep-alive clients to reconnect, i.e. to another replica
                 response.force_close()
             return response
         finally:
             in_flight.leave()
-
-    def review(body: bytes) -> bytes:
-        started = time.perf_counter()
-        try:
-            req = admission.decode_for_mutation(body)
-        except admission.AdmissionError as exc:
-            metrics.observe_admission("", ReviewOutcome.INVALID, None)
-            log.warning("malformed admission review", extra={"error": str(exc)})
-            raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
-        decision = mutator.handle(req)
-        if decision.outcome == ReviewOutcome.ERROR:
-            log.error(
-                "resolution failed; allowed without patch",
-                extra={"uid": req.uid, "error": decision.error},
-            )
-        out = admission.encode(decision.response)
-        metrics.observe_review(req.operation, decision.outcome, decision.resolution, time.perf_counter() - started)
-        return out
 
     async def healthz(_: web.BaseRequest) -> web.Response:
         return web.Response(text="ok\n")
