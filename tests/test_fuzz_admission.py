@@ -12,6 +12,7 @@ import base64
 import copy
 import http.client
 import json
+import re
 from typing import Any
 
 import jsonpatch
@@ -274,3 +275,66 @@ def test_deep_nesting_is_answered_not_crashed(where: str, depth: int) -> None:
     same_decoding(body)
     response = check_answer(body)
     assert response is None or "patch" not in response
+
+
+# Every string the skimmer builds into a value (the others it only syntax-checks), each held by a marker.
+_SKIMMED_TEMPLATE = {
+    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+    "request": {
+        "uid": "@uid@", "kind": {"group": "@group@", "version": "@version@", "kind": "@kind@"},
+        "resource": {"resource": "@resource@"}, "subResource": "@subResource@", "namespace": "@namespace@",
+        "operation": "@operation@", "dryRun": False,
+        "object": {"metadata": {
+            "name": "@name@", "namespace": "@metaNamespace@", "uid": "@metaUid@",
+            "creationTimestamp": "@created@", "labels": {"@labelKey@": "@labelValue@"},
+            "annotations": {"@annotationKey@": "@annotationValue@"},
+            "ownerReferences": [{"apiVersion": "@ownerApiVersion@", "kind": "@ownerKind@", "name": "@ownerName@",
+                                 "controller": True, "uid": "@ownerUid@"}],
+        }, "spec": {"containers": [{"name": "@spec@"}]}},
+    },
+}
+_SKIMMED_BODY = json.dumps(_SKIMMED_TEMPLATE).encode()
+_MARKERS = sorted({m.encode() for m in re.findall(r"@\w+@", _SKIMMED_BODY.decode())})
+
+
+def _invalid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+invalid_utf8 = st.binary(min_size=1, max_size=6).filter(_invalid_utf8) | st.sampled_from(
+    [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe2\x82"])
+non_json_numbers = st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"+1", b"nan", b"inf", b"-NaN", b"01", b".5"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_MARKERS), st.text(max_size=4), invalid_utf8, st.text(max_size=4))
+def test_invalid_utf8_in_any_field_the_skimmer_reads_is_a_400(
+    marker: bytes, before: str, junk: bytes, after: str
+) -> None:
+    """The same bytes are a 400 wherever they are: in a label key as in the spec (never an exception)."""
+    body = _SKIMMED_BODY.replace(marker, json.dumps(before)[1:-1].encode() + junk + json.dumps(after)[1:-1].encode())
+    same_decoding(body)
+    assert check_answer(body) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(_MARKERS), non_json_numbers)
+def test_non_json_numbers_in_any_field_the_skimmer_reads_are_a_400(marker: bytes, number: bytes) -> None:
+    """``NaN`` and friends are not JSON: refused where a string was (so also as a key), not read leniently."""
+    body = _SKIMMED_BODY.replace(b'"' + marker + b'"', number)
+    same_decoding(body)
+    assert check_answer(body) is None
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_numbers_are_refused_by_the_lenient_fallback_too(number: bytes) -> None:
+    """1e400 sends the body to the stdlib fallback (orjson refuses it); NaN beside it must still be a 400."""
+    body = _SKIMMED_BODY.replace(b'"@labelValue@"', b"1e400").replace(b'"@annotationValue@"', number)
+    with pytest.raises(admission.AdmissionError):
+        admission.decode_for_mutation(body)
+    with pytest.raises(ValueError):
+        admission.loads(body)

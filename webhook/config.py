@@ -67,7 +67,11 @@ class Config:
     service_name: str = field(
         default="workload-tagger", metadata={"help": "Service name the serving certificate is issued for", "key": "serviceName"}
     )
-    prefix: str = field(default="workload-tagger.io/", metadata={"help": "annotation key prefix", "key": "prefix"})
+    prefix: str = field(
+        default="workload-tagger.io/",
+        metadata={"help": "annotation key prefix; the keys it makes must be valid Kubernetes annotation keys "
+                  "(DNS-subdomain prefix, '/', name of at most 63 characters)", "key": "prefix"},
+    )
     plugin_source: str = field(
         default="auto",
         metadata={
@@ -229,6 +233,17 @@ def validate(config: Config) -> None:
         raise ConfigError("maxBodyBytes must be at least 1024")
     if config.plugin_quarantine_after < 0 or config.plugin_quarantine_seconds <= 0:
         raise ConfigError("pluginQuarantineAfter must be >= 0 and pluginQuarantineSeconds > 0")
+    validate_prefix(config.prefix)
+
+
+def validate_prefix(prefix: str) -> None:
+    """Every key the prefix makes must be one the API server accepts, or no patch could ever be sent."""
+    from webhook.patch import annotation_key_problem, annotation_keys
+
+    for key in annotation_keys(prefix):
+        problem = annotation_key_problem(key)
+        if problem is not None:
+            raise ConfigError(f"prefix {prefix!r} makes invalid annotation keys: {problem}")
 
 
 def settings_table() -> str:

@@ -30,7 +30,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
 from webhook import __version__
-from webhook.mutate import MUTATED, UNCHANGED
+from webhook.mutate import MUTATED, UNCHANGED, UNPATCHABLE
 from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH, QUARANTINED
 from webhook.rules import BUILTIN_RULES
 from webhook.types import KNOWN_TYPES, Resolution, canonical_type
@@ -65,7 +65,7 @@ NONE = "none"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 # "unknown" is the operation of a review too malformed to read one from.
 UNKNOWN_OPERATION = "unknown"
-ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "timeout", "invalid")
+ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "timeout", UNPATCHABLE, "invalid")
 RESOLUTION_SOURCES = ("builtin", "config", "plugin")
 PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID, QUARANTINED)
 WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
@@ -115,7 +115,8 @@ PLUGIN_BUCKETS = (
 
 ADMISSION_REQUESTS = Counter(
     "admission_requests",
-    "Admission reviews answered, by operation and outcome (mutated, unchanged, skipped, error, invalid).",
+    "Admission reviews answered, by operation and outcome (mutated, unchanged, skipped, error, timeout, "
+    "unpatchable, invalid).",
     ["operation", "outcome"],
     namespace=NS,
     registry=REGISTRY,
@@ -329,7 +330,7 @@ def observe_platform(platform: str | None, count: int = 1) -> None:
 
 
 # Reviews whose resolution is counted (the others were not looked at, or failed).
-EXAMINED = frozenset({MUTATED, UNCHANGED})
+EXAMINED = frozenset({MUTATED, UNCHANGED, UNPATCHABLE})
 # operation, outcome, and resolved-by, type, platform of the resolution (None: unresolved).
 _ReviewKey = tuple[str, str, str | None, str | None, str | None]
 

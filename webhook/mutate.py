@@ -26,8 +26,10 @@ from webhook.types import Resolution
 
 # Outcomes, as counted by the metrics: mutated (a patch was sent), unchanged (a Pod we
 # looked at but had nothing to add), skipped (not a Pod CREATE), error (internal failure).
-# timeout (the review budget ran out: allowed, no patch).
+# timeout (the review budget ran out: allowed, no patch). unpatchable (the Pod would be refused
+# by the API server once patched, e.g. annotations over its size limit: allowed, no patch).
 MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT = "mutated", "unchanged", "skipped", "error", "timeout"
+UNPATCHABLE = "unpatchable"
 
 
 class Decision(msgspec.Struct, gc=False):  # one per review: a Struct, see AdmissionRequest
@@ -35,6 +37,7 @@ class Decision(msgspec.Struct, gc=False):  # one per review: a Struct, see Admis
     outcome: str
     resolution: Resolution | None = None
     error: str | None = None
+    refused: str | None = None  # outcome unpatchable: why the patched Pod would be refused
 
 
 class PodMutator:
@@ -79,5 +82,8 @@ class PodMutator:
         patch = self.patches.build(resolution, meta.annotations, pod.has_metadata)
         if patch is None:
             return Decision(allow, UNCHANGED, resolution)
+        refused = patch.refusal(meta.annotations)
+        if refused is not None:
+            return Decision(allow, UNPATCHABLE, resolution, refused=refused)
         allow.patch = patch
         return Decision(allow, MUTATED, resolution)

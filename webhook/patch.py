@@ -7,6 +7,7 @@ and every path stays under ``/metadata/annotations``.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,16 +75,98 @@ def annotation_ops(annotations: object, wanted: Mapping[str, str], has_metadata:
     return [{"op": "add", "path": annotation_path(k), "value": v} for k, v in missing.items()]
 
 
+# What the API server validates about a Pod's annotations (apimachinery's ValidateAnnotations):
+# each key, lower-cased, is a qualified name, and keys plus values total at most this many bytes
+# of UTF-8. A patch breaking either would turn an admissible Pod into a refused creation, which
+# ``failurePolicy: Ignore`` does not cover, so such a patch is never sent.
+ANNOTATIONS_TOTAL_LIMIT = 256 * 1024
+_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*\Z")
+
+
+@lru_cache(maxsize=1024)
+def annotation_key_problem(key: str) -> str | None:
+    """Why the API server would refuse ``key`` as an annotation key; None when it accepts it."""
+    parts = key.lower().split("/")
+    if len(parts) > 2:
+        return f"annotation key {key!r} has more than one '/'"
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            return f"annotation key {key!r} has an empty prefix before '/'"
+        if len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix):
+            return f"annotation key {key!r}: prefix {prefix!r} is not a DNS subdomain (RFC 1123, at most 253 chars)"
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return (f"annotation key {key!r}: name {name!r} must be 1-63 characters, alphanumerics, '-', '_' or '.', "
+                "starting and ending with an alphanumeric")
+    return None
+
+
+def _text_bytes(value: str) -> int:
+    return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+
+
+def annotations_size(annotations: object) -> int:
+    """Bytes of UTF-8 the API server counts for an annotations map (keys plus values)."""
+    if type(annotations) is not dict:
+        return 0
+    return sum(_text_bytes(k) + (_text_bytes(v) if type(v) is str else 0) for k, v in annotations.items())
+
+
+def _added_annotations(ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """The annotations a patch of ours adds, read back from its ops (whatever built them)."""
+    added: dict[str, Any] = {}
+    for op in ops:
+        path, value = op["path"], op["value"]
+        if path == "/metadata":
+            added.update(value.get("annotations") or {})
+        elif path == "/metadata/annotations":
+            added.update(value)
+        else:
+            added[path.removeprefix("/metadata/annotations/").replace("~1", "/").replace("~0", "~")] = value
+    return added
+
+
 @dataclass(frozen=True, slots=True)
 class Patch:
-    """JSON Patch ops and their wire form (base64 of the JSON), computed together once."""
+    """JSON Patch ops and their wire form (base64 of the JSON), computed together once, with what
+    the API server will check of the result: the bytes the added annotations weigh and, if one of
+    their keys or values is not admissible at all, why."""
 
     ops: tuple[dict[str, Any], ...]
     encoded: str
+    added_bytes: int = 0
+    problem: str | None = None
 
     @classmethod
     def of(cls, ops: list[dict[str, Any]]) -> Patch:
-        return cls(tuple(ops), base64.b64encode(orjson.dumps(ops)).decode("ascii"))
+        added = _added_annotations(ops)
+        problem = next((p for p in map(annotation_key_problem, added) if p), None)
+        if problem is None and not all(type(v) is str for v in added.values()):
+            problem = "an annotation value is not a string"
+        return cls(tuple(ops), base64.b64encode(orjson.dumps(ops)).decode("ascii"), annotations_size(added), problem)
+
+    def refusal(self, annotations: object) -> str | None:
+        """Why the API server would refuse the Pod once patched (given its annotations as sent), or None.
+
+        The Pod's own keys the patch adds to are counted once: a key of ours the Pod already has
+        is not in the patch. Cheap for everyday Pods: their annotations' characters, times the
+        four bytes a character can take, are already far below the limit.
+        """
+        if self.problem is not None:
+            return self.problem
+        room = ANNOTATIONS_TOTAL_LIMIT - self.added_bytes
+        if type(annotations) is dict and annotations:
+            if 4 * sum(len(k) + (len(v) if type(v) is str else 0) for k, v in annotations.items()) <= room:
+                return None
+            total = annotations_size(annotations) + self.added_bytes
+        else:
+            total = self.added_bytes
+        if total > ANNOTATIONS_TOTAL_LIMIT:
+            return (f"annotations would total {total} bytes, over the API server's limit of "
+                    f"{ANNOTATIONS_TOTAL_LIMIT}")
+        return None
 
 
 # The patch of a Pod whose annotations hold none of our keys, the everyday case, keyed as such.

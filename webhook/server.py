@@ -31,7 +31,7 @@ from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from webhook import admission, metrics
-from webhook.mutate import ERROR, PodMutator
+from webhook.mutate import ERROR, UNPATCHABLE, Decision, PodMutator
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -218,6 +218,8 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
                 "resolution failed; allowed without patch",
                 extra={"uid": req.uid, "error": decision.error},
             )
+        elif decision.outcome == UNPATCHABLE:
+            log.warning("patch would make the Pod invalid; allowed without patch", extra=pod_fields(req, decision))
         out = admission.encode(decision.response)
         metrics.observe_review(req.operation, decision.outcome, decision.resolution, time.perf_counter() - started)
         return out
@@ -236,6 +238,20 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         get={"/healthz": healthz, "/readyz": readyz, "/metrics": metrics.metrics_handler},
     )
     return WebhookApp(dispatcher(table), in_flight, max_body_bytes)
+
+
+def pod_fields(req: admission.AdmissionRequest, decision: Decision) -> dict[str, object]:
+    """Log fields naming a Pod and why it got no patch (a Pod being created may have no name yet)."""
+    obj = req.object
+    meta = obj.meta if isinstance(obj, admission.PodObject) else None
+    resolution = decision.resolution
+    return {
+        "uid": req.uid,
+        "namespace": (meta.namespace if meta and isinstance(meta.namespace, str) else None) or req.namespace,
+        "pod": meta.name if meta and isinstance(meta.name, str) and meta.name else None,
+        "workload": f"{resolution.workload_type}/{resolution.workload_name}" if resolution else None,
+        "reason": decision.refused,
+    }
 
 
 def orjson_error(message: str) -> str:
