@@ -119,6 +119,29 @@ class Config:
     max_body_bytes: int = field(
         default=7 * 1024 * 1024, metadata={"help": "largest AdmissionReview accepted (413 above)", "key": "maxBodyBytes"}
     )
+    body_memory_mb: int = field(
+        default=48,
+        metadata={"help": "request bodies held in memory across all connections, MiB (503 with Retry-After "
+                  "beyond; a quarter is kept for bodies up to 1 MiB)", "key": "bodyMemoryMb"},
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata={"help": "open client connections; at the limit the oldest idle one is closed",
+                  "key": "maxConnections"},
+    )
+    idle_timeout_s: float = field(
+        default=120.0,
+        metadata={"help": "close a keep-alive connection idle this long (keep above the API server's 90 s)",
+                  "key": "idleTimeoutSeconds"},
+    )
+    header_timeout_s: float = field(
+        default=10.0,
+        metadata={"help": "TLS handshake, and each request's head from its first byte, must arrive within this",
+                  "key": "headerTimeoutSeconds"},
+    )
+    body_timeout_s: float = field(
+        default=10.0, metadata={"help": "a request body must arrive within this (408 and close)", "key": "bodyTimeoutSeconds"}
+    )
     metrics_port: int = field(
         default=0, metadata={"help": "extra plain-HTTP /metrics port (0: off)", "key": "metricsPort"}
     )
@@ -231,6 +254,12 @@ def validate(config: Config) -> None:
         raise ConfigError("shutdownDrainSeconds must be >= 0 and shutdownGraceSeconds > 0")
     if config.max_body_bytes < 1024:
         raise ConfigError("maxBodyBytes must be at least 1024")
+    if config.body_memory_mb * 1024 * 1024 * 3 // 4 < config.max_body_bytes:
+        raise ConfigError("bodyMemoryMb must be large enough that three quarters of it hold one maxBodyBytes body")
+    if config.max_connections < 1:
+        raise ConfigError("maxConnections must be at least 1")
+    if min(config.idle_timeout_s, config.header_timeout_s, config.body_timeout_s) <= 0:
+        raise ConfigError("idleTimeoutSeconds, headerTimeoutSeconds and bodyTimeoutSeconds must be > 0")
     if config.plugin_quarantine_after < 0 or config.plugin_quarantine_seconds <= 0:
         raise ConfigError("pluginQuarantineAfter must be >= 0 and pluginQuarantineSeconds > 0")
     validate_prefix(config.prefix)

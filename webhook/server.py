@@ -32,6 +32,7 @@ from aiohttp.streams import StreamReader
 
 from webhook import admission, metrics
 from webhook.mutate import ERROR, UNPATCHABLE, Decision, PodMutator
+from webhook.transport import BodyBudget, BodyReader, BodyRefused, GuardedHandler, GuardedServer, GuardedSite, Limits
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -117,15 +118,17 @@ RouteTable = Mapping[str, Mapping[str, Route]]
 
 @dataclass(frozen=True)
 class WebhookApp:
-    """What the server serves: one low-level handler, its in-flight count and its body limit.
+    """What the server serves: one low-level handler, its in-flight count, its body limit and the
+    bounds on what clients can make it hold (:mod:`webhook.transport`).
 
     One object for `serve_until_stopped`, the tests and the benchmarks to pass around, so none of
-    them can serve the handler without the body limit or shut down without the in-flight count.
+    them can serve the handler without the limits or shut down without the in-flight count.
     """
 
     handler: Route
     in_flight: InFlight
     max_body_bytes: int
+    limits: Limits = field(default_factory=Limits)
 
     def make_request(
         self,
@@ -142,7 +145,7 @@ class WebhookApp:
 
     def runner(self, shutdown_timeout: float = 60.0) -> web.ServerRunner:
         """A runner for a low-level server of this app; call it inside the loop that will serve."""
-        server = web.Server(self.handler, request_factory=self.make_request, access_log=None)
+        server = GuardedServer(self.handler, request_factory=self.make_request, access_log=None, limits=self.limits)
         return web.ServerRunner(server, shutdown_timeout=shutdown_timeout, handle_signals=False)
 
 
@@ -162,15 +165,23 @@ def dispatcher(table: RouteTable) -> Route:
     """
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
-        if request.headers.get(hdrs.EXPECT):
-            await answer_expectation(request)
-        methods = table.get(request.path)
-        if methods is None:
-            raise web.HTTPNotFound()
-        route = methods.get(request.method)
-        if route is None:
-            raise web.HTTPMethodNotAllowed(request.method, methods)
-        return await route(request)
+        protocol = request.protocol
+        guarded = protocol if isinstance(protocol, GuardedHandler) else None
+        if guarded is not None:
+            guarded.request_started()  # the head is in: stop its timer
+        try:
+            if request.headers.get(hdrs.EXPECT):
+                await answer_expectation(request)
+            methods = table.get(request.path)
+            if methods is None:
+                raise web.HTTPNotFound()
+            route = methods.get(request.method)
+            if route is None:
+                raise web.HTTPMethodNotAllowed(request.method, methods)
+            return await route(request)
+        finally:
+            if guarded is not None:
+                guarded.request_finished()
 
     return dispatch
 
@@ -190,14 +201,21 @@ async def answer_expectation(request: web.BaseRequest) -> None:
     request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 
-def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) -> WebhookApp:
+def build_app(
+    mutator: PodMutator, readiness: Readiness, max_body_bytes: int, limits: Limits | None = None
+) -> WebhookApp:
     in_flight = InFlight()
+    limits = limits or Limits()
+    bodies = BodyReader(BodyBudget(limits.body_memory_bytes), max_body_bytes, limits.body_timeout_s)
 
     async def mutate(request: web.BaseRequest) -> web.Response:
         in_flight.enter()
         try:
-            body = await request.read()  # raises 413 past client_max_size
-            response = web.Response(body=review(body), content_type=JSON)
+            try:  # 413 past max_body_bytes, 503 past the body budget, 408 for a body that does not arrive
+                async with bodies.read(request) as body:
+                    response = web.Response(body=review(body), content_type=JSON)
+            except BodyRefused as refused:
+                return await refused.answer(request)
             if readiness.shutting_down:  # ask keep-alive clients to reconnect, i.e. to another replica
                 response.force_close()
             return response
@@ -237,7 +255,7 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         post={"/mutate": mutate},
         get={"/healthz": healthz, "/readyz": readyz, "/metrics": metrics.metrics_handler},
     )
-    return WebhookApp(dispatcher(table), in_flight, max_body_bytes)
+    return WebhookApp(dispatcher(table), in_flight, max_body_bytes, limits)
 
 
 def pod_fields(req: admission.AdmissionRequest, decision: Decision) -> dict[str, object]:
@@ -305,7 +323,8 @@ async def serve_until_stopped(
     close_s = min(1.0, grace_s / 4)  # aiohttp's last word: closing connections, cancelling leftovers
     runner = app.runner(shutdown_timeout=close_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=reuse_port or None)
+    site = GuardedSite(runner, host, port, ssl_context=ctx, handshake_timeout_s=app.limits.header_timeout_s,
+                       reuse_port=reuse_port or None)
     await site.start()
     readiness.certs_loaded = True
     log.info("serving", extra={"host": host, "port": port})
