@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TLSFiles
 from tests.factories import owner, pod, review
@@ -65,6 +66,17 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
     except TimeoutError:
         raise AssertionError(f"connection still open after {seconds} s (got {got[:100]!r})") from None
     return got
+
+
+async def refusals(srv: ServeProcess, reason: str) -> float:
+    """workload_tagger_http_refused_total{reason=...} as the server exposes it on /metrics."""
+    status, text = await srv.request("GET", "/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == "workload_tagger_http_refused_total" and sample.labels["reason"] == reason:
+                return float(sample.value)
+    raise AssertionError(f"no refusal series for {reason}")
 
 
 def status_of(response: bytes) -> int:
@@ -130,6 +142,7 @@ async def test_malformed_bodies_get_their_status(srv: ServeProcess, body: bytes,
 
 
 async def test_gzip_header_on_a_body_that_is_not_gzip_is_415(srv: ServeProcess) -> None:
+    before = await refusals(srv, "content-encoding")
     for body in (ordinary_body(), gzip.compress(ordinary_body())):
         reader, writer = await srv.open()
         head = request_head("POST", "/mutate", len(body), close=True).replace(
@@ -138,14 +151,17 @@ async def test_gzip_header_on_a_body_that_is_not_gzip_is_415(srv: ServeProcess) 
         status, answer = await asyncio.wait_for(read_response(reader), 5)
         writer.close()
         assert status == 415 and b"Content-Encoding" in answer
+    assert await refusals(srv, "content-encoding") == before + 2
 
 
 async def test_declared_body_over_the_limit_is_413_before_it_is_sent(srv: ServeProcess) -> None:
+    before = await refusals(srv, "body-too-large")
     reader, writer = await srv.open()
     writer.write(request_head("POST", "/mutate", 50 << 20, close=True))
     status, _ = await asyncio.wait_for(read_response(reader), 5)
     writer.close()
     assert status == 413
+    assert await refusals(srv, "body-too-large") == before + 1
 
 
 async def test_chunked_bodies_are_read_and_limited(srv: ServeProcess) -> None:
@@ -191,6 +207,7 @@ async def test_garbage_on_the_tls_port_is_dropped(srv: ServeProcess, junk: bytes
 
 
 async def test_garbage_inside_tls_is_400_and_logged_once_without_traceback(srv: ServeProcess) -> None:
+    before = await refusals(srv, "malformed-http")
     for _ in range(30):
         reader, writer = await srv.open()
         writer.write(b"POST /mutate HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
@@ -203,6 +220,7 @@ async def test_garbage_inside_tls_is_400_and_logged_once_without_traceback(srv: 
     malformed = [line for line in log.splitlines() if "malformed HTTP request" in line]
     assert 1 <= len(malformed) <= 2, malformed  # rate-limited: one line per period
     assert all(json.loads(line)["level"] == "warning" for line in malformed)
+    assert await refusals(srv, "malformed-http") == before + 30  # every one counted, though not logged
 
 
 # --- connections that do not send, or send too slowly -----------------------------------------
@@ -223,6 +241,7 @@ async def test_tcp_connection_that_never_starts_tls_is_closed(srv: ServeProcess)
 
 
 async def test_headers_one_byte_at_a_time_are_cut_off(srv: ServeProcess) -> None:
+    before = await refusals(srv, "head-timeout")
     reader, writer = await srv.open()
     head = request_head("POST", "/mutate", 10) + b"x" * 10
     started = time.monotonic()
@@ -239,11 +258,13 @@ async def test_headers_one_byte_at_a_time_are_cut_off(srv: ServeProcess) -> None
         closed = True
     writer.close()
     assert closed and time.monotonic() - started < HEADER_TIMEOUT + 2 * SLACK
+    assert await refusals(srv, "head-timeout") >= before + 1
 
 
 @pytest.mark.parametrize("how", ["slow", "short"])
 async def test_body_that_does_not_arrive_in_time_is_408_and_closed(srv: ServeProcess, how: str) -> None:
     body = ordinary_body()
+    before = await refusals(srv, "body-timeout")
     reader, writer = await srv.open()
     declared = len(body) if how == "slow" else 99_999
     writer.write(request_head("POST", "/mutate", declared) + body[:100])
@@ -265,6 +286,7 @@ async def test_body_that_does_not_arrive_in_time_is_408_and_closed(srv: ServePro
         writer.close()
     assert status_of(got) == 408
     assert time.monotonic() - started < BODY_TIMEOUT + 2 * SLACK
+    assert await refusals(srv, "body-timeout") == before + 1
 
 
 async def test_keep_alive_connection_is_reused_then_closed_when_idle(srv: ServeProcess) -> None:
@@ -333,6 +355,7 @@ async def test_thousands_of_idle_connections_are_capped_and_reviews_still_answer
             w.close()
         await ordinary_review_answered(srv)
         assert "Traceback" not in srv.log.read_text()
+        assert await refusals(srv, "connection-cap") >= 1200 - cap
     finally:
         srv.kill()
 
@@ -385,6 +408,7 @@ async def test_uploads_stopped_one_byte_short_do_not_pin_memory(tls_files: TLSFi
         assert growth_mib < 48 + 64, f"RSS grew by {growth_mib:.0f} MiB from {baseline / 1024:.0f} MiB"
         assert max(peak, hwm) / 1024 < 200, f"peak RSS {max(peak, hwm) / 1024:.0f} MiB"
         assert "body memory budget spent" in srv.log.read_text()
+        assert await refusals(srv, "body-budget") >= 1
         await ordinary_review_answered(srv)
     finally:
         srv.kill()

@@ -229,6 +229,20 @@ SOURCE_WATCH_RESTARTS = Counter(
     registry=REGISTRY,
 )
 
+# --- transport ------------------------------------------------------------------------------
+
+# Why the server refused a request or closed a connection to bound what clients hold (transport.py).
+REFUSAL_REASONS = ("head-timeout", "body-timeout", "body-budget", "body-too-large", "content-encoding",
+                   "connection-cap", "malformed-http")
+HTTP_REFUSED = Counter(
+    "http_refused",
+    "Requests refused or connections closed to bound what clients hold, by reason (head-timeout, body-timeout, "
+    "body-budget, body-too-large, content-encoding, connection-cap, malformed-http).",
+    ["reason"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+
 # --- process --------------------------------------------------------------------------------
 
 CERT_EXPIRY = Gauge(
@@ -255,6 +269,7 @@ for _op in (*OPERATIONS, UNKNOWN_OPERATION):
 for _platform_name in (*PLATFORMS, NONE):
     PODS_SEEN.labels(_platform_name)
 RESOLUTIONS.labels(NONE, NONE)
+_HTTP_REFUSED = {_reason: HTTP_REFUSED.labels(_reason) for _reason in REFUSAL_REASONS}
 
 
 # --- admission helpers (called by the server) -----------------------------------------------
@@ -292,6 +307,11 @@ _RESOLUTIONS = ChildCache(RESOLUTIONS)
 _PODS_SEEN = ChildCache(PODS_SEEN)
 _PLUGIN_EVALUATIONS = ChildCache(PLUGIN_EVALUATIONS)
 _PLUGIN_LATENCY = ChildCache(PLUGIN_LATENCY)
+
+
+def observe_refused(reason: str) -> None:
+    """Count one request or connection the transport refused; ``reason`` is one of REFUSAL_REASONS."""
+    _HTTP_REFUSED[reason].inc()
 
 
 def observe_admission(operation: str, outcome: str, seconds: float | None, count: int = 1) -> None:

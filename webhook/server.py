@@ -32,7 +32,7 @@ from aiohttp.streams import StreamReader
 
 from webhook import admission, metrics
 from webhook.mutate import ERROR, UNPATCHABLE, Decision, PodMutator
-from webhook.transport import BodyBudget, BodyReader, BodyRefused, GuardedHandler, GuardedServer, GuardedSite, Limits
+from webhook.transport import BodyBudget, BodyReader, BodyRefused, GuardedServer, GuardedSite, Limits
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -165,23 +165,15 @@ def dispatcher(table: RouteTable) -> Route:
     """
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
-        protocol = request.protocol
-        guarded = protocol if isinstance(protocol, GuardedHandler) else None
-        if guarded is not None:
-            guarded.request_started()  # the head is in: stop its timer
-        try:
-            if request.headers.get(hdrs.EXPECT):
-                await answer_expectation(request)
-            methods = table.get(request.path)
-            if methods is None:
-                raise web.HTTPNotFound()
-            route = methods.get(request.method)
-            if route is None:
-                raise web.HTTPMethodNotAllowed(request.method, methods)
-            return await route(request)
-        finally:
-            if guarded is not None:
-                guarded.request_finished()
+        if request.headers.get(hdrs.EXPECT):
+            await answer_expectation(request)
+        methods = table.get(request.path)
+        if methods is None:
+            raise web.HTTPNotFound()
+        route = methods.get(request.method)
+        if route is None:
+            raise web.HTTPMethodNotAllowed(request.method, methods)
+        return await route(request)
 
     return dispatch
 

@@ -29,8 +29,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -38,6 +38,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("workload_tagger.server")
 
+Route = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 SMALL_BODY = 1024 * 1024
 MAX_HEADERS = 64  # the API server sends a handful; aiohttp's default lets a client park far more
 
@@ -73,6 +74,15 @@ class RateLimitedLog:
 
 
 LIMITED = RateLimitedLog(log)
+
+
+def refused(reason: str, message: str | None = None, **fields: Any) -> None:
+    """Count a refusal (metrics.REFUSAL_REASONS) and, if ``message``, warn about it, rate-limited per reason."""
+    from webhook import metrics
+
+    metrics.observe_refused(reason)
+    if message is not None:
+        LIMITED.warning(reason, message, **fields)
 
 
 class BodyBudget:
@@ -135,16 +145,17 @@ class BodyReader:
     budget: BodyBudget
     max_bytes: int
     timeout_s: float
-    refused: int = field(default=0)
 
     @contextlib.asynccontextmanager
     async def read(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
         """The body, its bytes counted against the budget until the block exits; raises BodyRefused."""
         encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
         if encoding != "identity":
+            refused("content-encoding")
             raise _refusal(415, f"Content-Encoding {encoding!r} not supported: send the AdmissionReview as is", False)
         declared = request.content_length
         if declared is not None and declared > self.max_bytes:
+            refused("body-too-large")
             raise _refusal(413, f"body of {declared} bytes is over the limit of {self.max_bytes}", False)
         held = 0
         try:
@@ -154,17 +165,17 @@ class BodyReader:
                     while chunk := await request.content.readany():
                         size = held + len(chunk)
                         if size > self.max_bytes:
+                            refused("body-too-large")
                             raise _refusal(413, f"body is over the limit of {self.max_bytes} bytes", False)
                         if not self.budget.take(len(chunk), size):
-                            self.refused += 1
-                            LIMITED.warning("body-budget", "request body refused: body memory budget spent",
-                                            budget_bytes=self.budget.total, in_use_bytes=self.budget.used)
+                            refused("body-budget", "request body refused: body memory budget spent",
+                                    budget_bytes=self.budget.total, in_use_bytes=self.budget.used)
                             raise _refusal(503, "server busy with other request bodies; retry", False, retry_after=1)
                         held = size
                         chunks.append(chunk)
             except TimeoutError:
-                LIMITED.warning("body-timeout", "request body not received in time; connection closed",
-                                timeout_s=self.timeout_s, received_bytes=held)
+                refused("body-timeout", "request body not received in time; connection closed",
+                        timeout_s=self.timeout_s, received_bytes=held)
                 raise _refusal(408, f"request body not received within {self.timeout_s:g} s", True) from None
             except HttpProcessingError as exc:  # broken chunked encoding and the like
                 raise _refusal(400, f"malformed request body: {exc.message}", True) from None
@@ -217,16 +228,16 @@ class GuardedHandler(web.RequestHandler):
     def _head_late(self) -> None:
         self._head_timer = None
         if self.awaiting_head:
-            LIMITED.warning("head-timeout", "request head not received in time; connection closed",
-                            timeout_s=self._guard.limits.header_timeout_s)
+            refused("head-timeout", "request head not received in time; connection closed",
+                    timeout_s=self._guard.limits.header_timeout_s)
             self.force_close()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """A malformed request is the client's mistake: one rate-limited warning, no traceback."""
         exc = kw.get("exc_info")
         if isinstance(exc, HttpProcessingError):
-            LIMITED.warning("malformed-http", "malformed HTTP request; answered 400 and closed",
-                            error=f"{type(exc).__name__}: {exc.message}"[:300])
+            refused("malformed-http", "malformed HTTP request; answered 400 and closed",
+                    error=f"{type(exc).__name__}: {exc.message}"[:300])
             return
         super().log_exception(*args, **kw)
 
@@ -234,16 +245,30 @@ class GuardedHandler(web.RequestHandler):
 class GuardedServer(web.Server):
     """aiohttp's low-level server whose connections are :class:`GuardedHandler`, counted and capped."""
 
-    def __init__(self, *args: Any, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, handler: Route, *, limits: Limits, **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", limits.idle_timeout_s)
         kwargs.setdefault("max_headers", MAX_HEADERS)
         # Bodies are taken as sent (a Content-Encoding is refused with 415): inflating them would let
         # a few KiB of gzip become the memory the body budget is there to bound.
         kwargs.setdefault("auto_decompress", False)
-        super().__init__(*args, **kwargs)
+        super().__init__(self._between_heads(handler), **kwargs)
         self.limits = limits
         self.open: dict[GuardedHandler, None] = {}  # insertion order: oldest first
-        self.evicted = 0
+
+    @staticmethod
+    def _between_heads(handler: Route) -> Route:
+        """``handler``, telling the connection when a request's head is in and when it is answered."""
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            protocol = request.protocol
+            assert isinstance(protocol, GuardedHandler)
+            protocol.request_started()
+            try:
+                return await handler(request)
+            finally:
+                protocol.request_finished()
+
+        return handle
 
     def __call__(self) -> GuardedHandler:
         return GuardedHandler(self, loop=self._loop, **self._kwargs)
@@ -251,10 +276,9 @@ class GuardedServer(web.Server):
     def admit(self, handler: GuardedHandler) -> None:
         if len(self.open) >= self.limits.max_connections:
             victim = next((h for h in self.open if h.awaiting_head), None)
-            self.evicted += 1
-            LIMITED.warning("connection-cap", "connection limit reached; closed the oldest idle connection"
-                            if victim else "connection limit reached and none idle; new connection closed",
-                            max_connections=self.limits.max_connections)
+            refused("connection-cap", "connection limit reached; closed the oldest idle connection"
+                    if victim else "connection limit reached and none idle; new connection closed",
+                    max_connections=self.limits.max_connections)
             if victim is None:
                 handler.force_close()
                 return
