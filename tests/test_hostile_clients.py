@@ -427,3 +427,19 @@ def test_serve_on_a_port_in_use_is_one_line_and_a_failure(tls_files: TLSFiles) -
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("{")]  # JSON lines are the log
     assert errors == [f"workload-tagger: error: cannot listen: error while attempting to bind on address "
                       f"('127.0.0.1', {port}): address already in use"], proc.stderr
+
+
+def test_body_budget_keeps_a_quarter_for_small_bodies() -> None:
+    from webhook.transport import SMALL_BODY, BodyBudget
+
+    budget = BodyBudget(16 * SMALL_BODY)
+    big = 2 * SMALL_BODY
+    taken = 0
+    while budget.take(big, big):  # big uploads stop at three quarters
+        taken += 1
+    assert taken == 6 and budget.used == 12 * SMALL_BODY
+    small = SMALL_BODY // 2
+    assert sum(budget.take(small, small) for _ in range(10)) == 8  # the last quarter is for small bodies
+    assert budget.used == budget.total and not budget.take(1, 1)
+    budget.give(small)
+    assert budget.take(small, small)

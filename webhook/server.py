@@ -204,10 +204,13 @@ def build_app(
         in_flight.enter()
         try:
             try:  # 413 past max_body_bytes, 503 past the body budget, 408 for a body that does not arrive
-                async with bodies.read(request) as body:
-                    response = web.Response(body=review(body), content_type=JSON)
+                body, held = await bodies.read(request)
             except BodyRefused as refused:
                 return await refused.answer(request)
+            try:
+                response = web.Response(body=review(body), content_type=JSON)
+            finally:
+                bodies.release(held)
             if readiness.shutting_down:  # ask keep-alive clients to reconnect, i.e. to another replica
                 response.force_close()
             return response

@@ -26,10 +26,9 @@ Only what a client controls is refused here; the handler behind it is untouched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,9 +145,12 @@ class BodyReader:
     max_bytes: int
     timeout_s: float
 
-    @contextlib.asynccontextmanager
-    async def read(self, request: web.BaseRequest) -> AsyncIterator[bytes]:
-        """The body, its bytes counted against the budget until the block exits; raises BodyRefused."""
+    async def read(self, request: web.BaseRequest) -> tuple[bytes, int]:
+        """The body and the bytes of budget it holds, to hand to :meth:`release` once the body is dropped.
+
+        Raises BodyRefused. An everyday review arrives whole with its head: it is taken at once,
+        without arming a timer.
+        """
         encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
         if encoding != "identity":
             refused("content-encoding")
@@ -157,80 +159,86 @@ class BodyReader:
         if declared is not None and declared > self.max_bytes:
             refused("body-too-large")
             raise _refusal(413, f"body of {declared} bytes is over the limit of {self.max_bytes}", False)
+        content = request.content
+        if content.is_eof() and content.exception() is None:
+            body = content.read_nowait()
+            self._take(len(body), len(body))
+            return body, len(body)
+        chunks: list[bytes] = []
         held = 0
         try:
-            chunks: list[bytes] = []
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    while chunk := await request.content.readany():
-                        size = held + len(chunk)
-                        if size > self.max_bytes:
-                            refused("body-too-large")
-                            raise _refusal(413, f"body is over the limit of {self.max_bytes} bytes", False)
-                        if not self.budget.take(len(chunk), size):
-                            refused("body-budget", "request body refused: body memory budget spent",
-                                    budget_bytes=self.budget.total, in_use_bytes=self.budget.used)
-                            raise _refusal(503, "server busy with other request bodies; retry", False, retry_after=1)
-                        held = size
-                        chunks.append(chunk)
-            except TimeoutError:
-                refused("body-timeout", "request body not received in time; connection closed",
-                        timeout_s=self.timeout_s, received_bytes=held)
-                raise _refusal(408, f"request body not received within {self.timeout_s:g} s", True) from None
-            except HttpProcessingError as exc:  # broken chunked encoding and the like
-                raise _refusal(400, f"malformed request body: {exc.message}", True) from None
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            del chunks
-            yield body
-        finally:
-            self.budget.give(held)
+            async with asyncio.timeout(self.timeout_s):
+                while chunk := await content.readany():
+                    self._take(len(chunk), held + len(chunk))
+                    held += len(chunk)
+                    chunks.append(chunk)
+        except TimeoutError:
+            self.release(held)
+            refused("body-timeout", "request body not received in time; connection closed",
+                    timeout_s=self.timeout_s, received_bytes=held)
+            raise _refusal(408, f"request body not received within {self.timeout_s:g} s", True) from None
+        except HttpProcessingError as exc:  # broken chunked encoding and the like
+            self.release(held)
+            raise _refusal(400, f"malformed request body: {exc.message}", True) from None
+        except BaseException:
+            self.release(held)
+            raise
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), held
+
+    def release(self, held: int) -> None:
+        self.budget.give(held)
+
+    def _take(self, n: int, body_size: int) -> None:
+        if body_size > self.max_bytes:
+            refused("body-too-large")
+            raise _refusal(413, f"body is over the limit of {self.max_bytes} bytes", False)
+        if not self.budget.take(n, body_size):
+            refused("body-budget", "request body refused: body memory budget spent",
+                    budget_bytes=self.budget.total, in_use_bytes=self.budget.used)
+            raise _refusal(503, "server busy with other request bodies; retry", False, retry_after=1)
 
 
 class GuardedHandler(web.RequestHandler):
-    """aiohttp's connection protocol, plus the head timeout, the connection cap and quiet malformed-request logs."""
+    """aiohttp's connection protocol, plus head timing, the connection cap and quiet malformed-request logs.
+
+    ``head_since`` is when the head of the request now arriving started (the connection's opening,
+    or the first byte after an answer); None while a request is handled or the connection idles.
+    Its owner's sweep closes connections whose head is late: a timestamp per request instead of
+    a timer per request keeps the everyday path free of timer bookkeeping.
+    """
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = manager
-        self._head_timer: asyncio.TimerHandle | None = None
+        self.head_since: float | None = None
         self.awaiting_head = True  # between requests: no request is being handled on this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.head_since = self._loop.time()  # a client that connects must send a request, not sit on the socket
         self._guard.admit(self)
-        self._arm_head_timer()  # a client that connects must send a request, not sit on the socket
 
     def data_received(self, data: bytes) -> None:
-        if self.awaiting_head and self._head_timer is None:
-            self._arm_head_timer()  # the first byte of a next request: its head is now on the clock
+        if self.awaiting_head and self.head_since is None:
+            self.head_since = self._loop.time()  # the first byte of a next request: its head is now on the clock
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_head_timer()
         self._guard.release(self)
         super().connection_lost(exc)
 
     def request_started(self) -> None:
         self.awaiting_head = False
-        self._cancel_head_timer()
+        self.head_since = None
 
     def request_finished(self) -> None:
         self.awaiting_head = True
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = asyncio.get_running_loop().call_later(self._guard.limits.header_timeout_s, self._head_late)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_late(self) -> None:
-        self._head_timer = None
-        if self.awaiting_head:
-            refused("head-timeout", "request head not received in time; connection closed",
-                    timeout_s=self._guard.limits.header_timeout_s)
-            self.force_close()
+    def head_late(self) -> None:
+        self.head_since = None
+        refused("head-timeout", "request head not received in time; connection closed",
+                timeout_s=self._guard.limits.header_timeout_s)
+        self.force_close()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """A malformed request is the client's mistake: one rate-limited warning, no traceback."""
@@ -240,7 +248,6 @@ class GuardedHandler(web.RequestHandler):
                     error=f"{type(exc).__name__}: {exc.message}"[:300])
             return
         super().log_exception(*args, **kw)
-
 
 class GuardedServer(web.Server):
     """aiohttp's low-level server whose connections are :class:`GuardedHandler`, counted and capped."""
@@ -254,6 +261,9 @@ class GuardedServer(web.Server):
         super().__init__(self._between_heads(handler), **kwargs)
         self.limits = limits
         self.open: dict[GuardedHandler, None] = {}  # insertion order: oldest first
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        # Late heads are closed within the head timeout plus this period.
+        self._sweep_period = min(1.0, limits.header_timeout_s / 4)
 
     @staticmethod
     def _between_heads(handler: Route) -> Route:
@@ -285,6 +295,16 @@ class GuardedServer(web.Server):
             self.open.pop(victim, None)
             victim.force_close()
         self.open[handler] = None
+        if self._sweep_handle is None:
+            self._sweep_handle = asyncio.get_running_loop().call_later(self._sweep_period, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections whose request head is late; runs while any connection is open."""
+        loop = asyncio.get_running_loop()
+        late = loop.time() - self.limits.header_timeout_s
+        for handler in [h for h in self.open if h.head_since is not None and h.head_since <= late]:
+            handler.head_late()
+        self._sweep_handle = loop.call_later(self._sweep_period, self._sweep) if self.open else None
 
     def release(self, handler: GuardedHandler) -> None:
         self.open.pop(handler, None)
