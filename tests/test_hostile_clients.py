@@ -443,3 +443,18 @@ def test_body_budget_keeps_a_quarter_for_small_bodies() -> None:
     assert budget.used == budget.total and not budget.take(1, 1)
     budget.give(small)
     assert budget.take(small, small)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"body_memory_mb": 8}, "bodyMemoryMb"),  # three quarters of 8 MiB cannot hold one 7 MiB body
+    ({"max_connections": 0}, "maxConnections"),
+    ({"idle_timeout_s": 0}, "idleTimeoutSeconds"),
+    ({"header_timeout_s": -1}, "headerTimeoutSeconds"),
+    ({"body_timeout_s": 0}, "bodyTimeoutSeconds"),
+])
+def test_limit_settings_are_checked(flags: dict[str, object], message: str) -> None:
+    from webhook import config
+
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(flags=flags, environ={})
+    assert config.load(flags={"body_memory_mb": 10}, environ={}).body_memory_mb == 10
