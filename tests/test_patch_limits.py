@@ -150,3 +150,20 @@ def test_over_the_limit_over_tls_is_allowed_counted_and_logged_naming_the_pod(
     [line] = [e for e in logged if e["level"] == "warning"]
     assert line["uid"] == "u-big" and line["pod"] == "db-0" and line["namespace"] == "default"
     assert line["workload"] == "StatefulSet/db" and "262144" in line["reason"]
+
+
+def test_the_check_counts_whatever_annotations_a_patch_adds() -> None:
+    """Generic over the ops: keys other parts add later (OpenTelemetry resource keys, say) count too."""
+    from webhook.patch import Patch
+
+    otel = {"op": "add", "path": "/metadata/annotations/resource.opentelemetry.io~1k8s.deployment.name",
+            "value": "web"}
+    patch = Patch.of([{"op": "add", "path": "/metadata/annotations/a~1b", "value": "x" * 10}, otel])
+    assert patch.problem is None
+    assert patch.added_bytes == len("a/b") + 10 + len("resource.opentelemetry.io/k8s.deployment.name") + 3
+    room = ANNOTATIONS_TOTAL_LIMIT - patch.added_bytes
+    assert patch.refusal(filler(room)) is None and patch.refusal(filler(room + 1)) is not None
+    whole = Patch.of([{"op": "add", "path": "/metadata", "value": {"annotations": {"ok.io/k": "v", "bad key": "v"}}}])
+    assert whole.problem is not None and "bad key" in whole.problem
+    elsewhere = Patch.of([{"op": "add", "path": "/metadata/labels/app", "value": "web"}])
+    assert elsewhere.problem is None and elsewhere.added_bytes == 0

@@ -114,17 +114,20 @@ def annotations_size(annotations: object) -> int:
     return sum(_text_bytes(k) + (_text_bytes(v) if type(v) is str else 0) for k, v in annotations.items())
 
 
+_ANNOTATION_PATH = "/metadata/annotations/"
+
+
 def _added_annotations(ops: list[dict[str, Any]]) -> dict[str, Any]:
     """The annotations a patch of ours adds, read back from its ops (whatever built them)."""
     added: dict[str, Any] = {}
     for op in ops:
-        path, value = op["path"], op["value"]
+        path, value = op["path"], op.get("value", {})
         if path == "/metadata":
             added.update(value.get("annotations") or {})
         elif path == "/metadata/annotations":
             added.update(value)
-        else:
-            added[path.removeprefix("/metadata/annotations/").replace("~1", "/").replace("~0", "~")] = value
+        elif path.startswith(_ANNOTATION_PATH):  # an op elsewhere (none today) adds no annotation
+            added[path[len(_ANNOTATION_PATH):].replace("~1", "/").replace("~0", "~")] = value
     return added
 
 
