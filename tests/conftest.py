@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -11,6 +13,7 @@ from aiohttp import web
 
 from tests.support.servers import RunningServer, ServerFactory, TLSFiles, client_context
 from tests.support.tools import INSTALL, in_ci, missing
+from webhook import logs
 from webhook.admission import server
 from webhook.admission.handler import PodMutator
 from webhook.certs import generate as certs
@@ -64,3 +67,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             absent = missing(tuple(mark.args))
             if absent:
                 item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(absent)}: {INSTALL}"))
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The real ``logs.setup`` with its handler pointed at a buffer; the root logger is restored after."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger("aiohttp.access").level)
+    stream = io.StringIO()
+    logs.setup("info")
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    yield stream
+    root.handlers[:], root.level = saved[0], saved[1]
+    logging.getLogger("aiohttp.access").setLevel(saved[2])

@@ -12,16 +12,10 @@ import pytest
 import yaml
 
 from tests.support.cases import CASES
+from tests.support.cli import cli
 from tests.support.factories import owner, pod, review
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "webhook", *args], cwd=ROOT, input=stdin, capture_output=True, text=True,
-        timeout=60, env=env,
-    )
 
 
 def resolved(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:

@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.annotations import OTEL, OURS, admit
 from tests.support.factories import owner, pod
 from tests.support.fakeapi import FakeCluster, serve
-from tests.test_otel import OTEL, OURS, admit
-from tests.test_resolver_plugins import Recording
+from tests.support.plugin_fakes import Recording
 from webhook.app import build_mutator, build_resolver
 from webhook.commands import audit, backfill
 from webhook.config import Config, load

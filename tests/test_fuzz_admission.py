@@ -12,6 +12,7 @@ import base64
 import copy
 import http.client
 import json
+import re
 from typing import Any
 
 import jsonpatch
@@ -277,3 +278,73 @@ def test_deep_nesting_is_answered_not_crashed(where: str, depth: int) -> None:
     same_decoding(body)
     response = check_answer(body)
     assert response is None or "patch" not in response
+
+
+# Every string the skimmer builds into a value (the others it only syntax-checks), each held by a marker.
+_SKIMMED_TEMPLATE = {
+    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+    "request": {
+        "uid": "@uid@", "kind": {"group": "@group@", "version": "@version@", "kind": "@kind@"},
+        "resource": {"resource": "@resource@"}, "subResource": "@subResource@", "namespace": "@namespace@",
+        "operation": "@operation@", "dryRun": False,
+        "object": {"metadata": {
+            "name": "@name@", "namespace": "@metaNamespace@", "uid": "@metaUid@",
+            "creationTimestamp": "@created@", "labels": {"@labelKey@": "@labelValue@"},
+            "annotations": {"@annotationKey@": "@annotationValue@"},
+            "ownerReferences": [{"apiVersion": "@ownerApiVersion@", "kind": "@ownerKind@", "name": "@ownerName@",
+                                 "controller": True, "uid": "@ownerUid@"}],
+        }, "spec": {"containers": [{"name": "@spec@"}]}},
+    },
+}
+_SKIMMED_BODY = json.dumps(_SKIMMED_TEMPLATE).encode()
+# Every string of the body, keys included (a key the skimmer matches against its fields is read too),
+# as (start, end) byte offsets of its contents between the quotes.
+_STRINGS = [(m.start() + 1, m.end() - 1) for m in re.finditer(rb'"(?:[^"\\]|\\.)*"', _SKIMMED_BODY)]
+# Every token a number could stand in place of: strings (quotes included), keys too, and literals.
+_TOKENS = [(m.start(), m.end()) for m in re.finditer(rb'"(?:[^"\\]|\\.)*"|true|false', _SKIMMED_BODY)]
+
+
+def _invalid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+invalid_utf8 = st.binary(min_size=1, max_size=6).filter(_invalid_utf8) | st.sampled_from(
+    [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe2\x82"])
+non_json_numbers = st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"+1", b"nan", b"inf", b"-NaN", b"01", b".5"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_STRINGS), st.data(), invalid_utf8)
+def test_invalid_utf8_in_any_string_the_skimmer_reads_is_a_400(
+    span: tuple[int, int], data: st.DataObject, junk: bytes
+) -> None:
+    """The same bytes are a 400 wherever they are: in a key, the uid or a label as in the spec (never an exception)."""
+    start, end = span
+    at = data.draw(st.integers(start, end), label="offset")
+    body = _SKIMMED_BODY[:at] + junk + _SKIMMED_BODY[at:]
+    same_decoding(body)
+    assert check_answer(body) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_TOKENS), non_json_numbers)
+def test_non_json_numbers_in_place_of_any_token_are_a_400(span: tuple[int, int], number: bytes) -> None:
+    """``NaN`` and friends are not JSON: refused where a string, key or literal was, not read leniently."""
+    start, end = span
+    body = _SKIMMED_BODY[:start] + number + _SKIMMED_BODY[end:]
+    same_decoding(body)
+    assert check_answer(body) is None
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_numbers_are_refused_by_the_lenient_fallback_too(number: bytes) -> None:
+    """1e400 sends the body to the stdlib fallback (orjson refuses it); NaN beside it must still be a 400."""
+    body = _SKIMMED_BODY.replace(b'"@labelValue@"', b"1e400").replace(b'"@annotationValue@"', number)
+    with pytest.raises(admission.AdmissionError):
+        admission.decode_for_mutation(body)
+    with pytest.raises(ValueError):
+        admission.loads(body)

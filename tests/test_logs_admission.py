@@ -11,11 +11,10 @@ import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
-import pytest
 
+from tests.support.logs import lines
 from tests.support.running_webhook import cloneset_pod, deployment_pod, pod_review, running_webhook
 from webhook import logs
 from webhook.plugins import PluginAnswer
@@ -30,25 +29,6 @@ class CrashOnLabel:
         if "crash" in orjson.loads(meta_json).get("labels", {}):
             raise RuntimeError("engine bug")
         return iter(())
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """The real ``logs.setup`` with its handler pointed at a buffer; the root logger is restored after."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, logging.getLogger("aiohttp.access").level)
-    stream = io.StringIO()
-    logs.setup("info")
-    handler = root.handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
-    yield stream
-    root.handlers[:], root.level = saved[0], saved[1]
-    logging.getLogger("aiohttp.access").setLevel(saved[2])
-
-
-def lines(text: str) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in text.splitlines()]
 
 
 def test_only_failed_reviews_log_and_their_line_carries_the_uid(

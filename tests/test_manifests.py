@@ -20,7 +20,7 @@ from webhook.config import Config, env_name
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
 K8S_VERSION = "1.30.0"  # the version the README states; kubernetes-validate ships its schemas
-TARGETS = ["", "base", "overlays/cert-manager", "overlays/servicemonitor"]
+TARGETS = ["", "base", "overlays/cert-manager", "overlays/servicemonitor", "overlays/networkpolicy"]
 NS = "workload-tagger"
 # CRDs are not in the Kubernetes schemas: their shape is checked by hand below.
 CRD_KINDS = {
@@ -275,6 +275,27 @@ def test_servicemonitor_overlay_scrapes_a_port_that_exists() -> None:
     port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
     container_ports = {p["name"]: p["containerPort"] for p in container(objs)["ports"]}
     assert container_ports[port["targetPort"]] == int(env(objs)[env_name("metrics_port")])
+
+
+def test_networkpolicy_admits_only_the_webhook_and_metrics_ports_and_selects_the_webhook_pods() -> None:
+    objs = build("overlays/networkpolicy")
+    policy = one(objs, "NetworkPolicy")
+    assert [o for o in objs if o["kind"] != "NetworkPolicy"] == list(build("base"))  # the base, plus the policy
+    spec = policy["spec"]
+    template = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= template.items()
+    assert spec["policyTypes"] == ["Ingress"]
+    rules = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
+    assert set(rules) == {"https", "metrics"} and all(len(r["ports"]) == 1 and r["from"] for r in spec["ingress"])
+    # The named ports are the webhook's: https always, metrics where the metrics port is on.
+    assert "https" in {p["name"] for p in container(objs)["ports"]}
+    metrics_ports = {p["name"]: p["containerPort"] for p in container(build("overlays/servicemonitor"))["ports"]}
+    assert metrics_ports["metrics"] == int(env(build("overlays/servicemonitor"))[env_name("metrics_port")])
+    # The API server is reached by address, other Pods are not; metrics only from Prometheus's namespace.
+    (apiserver,) = rules["https"]["from"]
+    assert apiserver["ipBlock"]["cidr"] == "0.0.0.0/0" and apiserver["ipBlock"]["except"]
+    (prometheus,) = rules["metrics"]["from"]
+    assert set(prometheus) == {"namespaceSelector", "podSelector"}
 
 
 # -- RBAC ---------------------------------------------------------------------------------------

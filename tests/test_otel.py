@@ -8,23 +8,17 @@ would store.
 
 from __future__ import annotations
 
-import base64
-import copy
-import json
-import re
 from pathlib import Path
 from typing import Any
 
-import jsonpatch
-import orjson
 import pytest
 
+from tests.support.annotations import OTEL, OURS, QUALIFIED, admit
 from tests.support.cases import CASES, OTEL_EXPECTED, Case
-from tests.support.factories import owner, pod, review
-from tests.test_resolver_plugins import Recording
+from tests.support.factories import owner, pod
+from tests.support.plugin_fakes import Recording
 from tools.readme_settings import render
 from webhook.admission import otel
-from webhook.admission import review as admission
 from webhook.admission.handler import PodMutator
 from webhook.app import build_mutator
 from webhook.config import Config, load
@@ -34,19 +28,10 @@ from webhook.resolution.resolver import Resolver, ResolverSettings
 from webhook.resolution.rules import BUILTIN_RULES, user_rules
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = "workload-tagger.io/"
-OTEL = "resource.opentelemetry.io/"
-# A Kubernetes qualified annotation key: DNS-subdomain prefix, '/', a name of at most 63 characters.
-QUALIFIED = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
-def admit(mutator: PodMutator, obj: dict[str, Any]) -> dict[str, Any]:
-    """The annotations the Pod is stored with after the webhook's patch (if any)."""
-    decision = mutator.handle(admission.decode_for_mutation(orjson.dumps(review(obj))))
-    assert decision.error is None
-    patch = decision.response.patch
-    stored = obj if patch is None else jsonpatch.apply_patch(copy.deepcopy(obj), json.loads(base64.b64decode(patch.encoded)))
-    return dict(stored["metadata"].get("annotations") or {})
+
+
 
 
 def ours(case: Case) -> dict[str, str]:

@@ -108,15 +108,23 @@ async def test_fully_annotated_pod_gets_no_patch(start_server: ServerFactory) ->
     assert "patch" not in await send(srv, review(p))
 
 
-async def test_custom_prefix_with_tilde_is_escaped(start_server: ServerFactory) -> None:
-    prefix = "acme.io~x/"
+async def test_custom_prefix_slashes_are_escaped(start_server: ServerFactory) -> None:
+    # A prefix may hold one '/' only, and no '~': '/' is the one character a key of ours escapes.
+    prefix = "acme.io/x."
     srv = await start_server(PodMutator(Resolver(), lambda: EMPTY, prefix=prefix))
     p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={"k": "v"})
     body = review(p)
     resp = await send(srv, body)
     ops = json.loads(base64.b64decode(resp["patch"]))
-    assert "/metadata/annotations/acme.io~0x~1workload-type" in {op["path"] for op in ops}
+    assert "/metadata/annotations/acme.io~1x.workload-type" in {op["path"] for op in ops}
     assert patched(body, resp)["metadata"]["annotations"][prefix + "workload-type"] == "StatefulSet"
+
+
+async def test_prefix_making_keys_the_api_server_refuses_sends_no_patch(start_server: ServerFactory) -> None:
+    """The config refuses such a prefix; a mutator built with one anyway still never sends the patch."""
+    srv = await start_server(PodMutator(Resolver(), lambda: EMPTY, prefix="acme.io~x/"))
+    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={"k": "v"})
+    assert "patch" not in await send(srv, review(p))
 
 
 async def test_null_annotations_are_created(start_server: ServerFactory) -> None:
@@ -208,7 +216,8 @@ async def test_body_over_limit_is_413(start_server: ServerFactory) -> None:
 async def test_body_limit_is_ours_not_the_low_level_default(start_server: ServerFactory) -> None:
     """aiohttp's low-level requests default to 1 MiB; a 2 MiB review fits our 7 MiB limit."""
     srv = await start_server(max_body_bytes=7 * 1024 * 1024)
-    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")], annotations={"blob": "x" * (2 << 20)})
+    p = pod(name="db-0", owners=[owner("apps/v1", "StatefulSet", "db")])
+    p["spec"]["blob"] = "x" * (2 << 20)  # in the spec: annotations that large would make the Pod invalid
     resp = await send(srv, review(p))
     assert "patch" in resp
 

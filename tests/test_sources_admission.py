@@ -29,8 +29,8 @@ from aiohttp.test_utils import RawTestServer, TestClient
 from tests.support.fakeapi import core_api
 from tests.support.waiting import eventually
 from webhook.admission.handler import PodMutator
-from webhook.admission.patch import annotation_keys
 from webhook.admission.server import Readiness, build_app
+from webhook.annotations import annotation_keys
 from webhook.plugins.registry import PluginLimits, PluginRegistry
 from webhook.plugins.sources.backoff import Backoff
 from webhook.plugins.sources.configmap import ConfigMapSource

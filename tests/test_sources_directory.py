@@ -134,3 +134,32 @@ def test_mounted_configmap_swap_through_data_symlink(tmp_path: Path) -> None:
     finally:
         source.stop()
     assert sink.snapshots == [{"hello": HELLO}, {"hello": BYE}]
+
+
+def test_unreadable_file_is_logged_once_per_version_not_every_rescan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = tmp_path / "hello.lua"
+    bad.write_bytes(b"\xff\xfe not utf-8")
+    sink, observer = RecordingSink(), RecordingObserver()
+    source = make_source(tmp_path, sink, observer)  # rescans every 0.3 s
+
+    def reports() -> int:
+        return sum("cannot read plugin file" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level("ERROR", logger="workload_tagger.sources"):
+        source.start()
+        try:
+            wait_for(source.synced, what="initial load")
+            time.sleep(1.5)  # several rescans
+            assert reports() == 1
+            bad.write_bytes(b"\xff\xfe still not utf-8, a new version")
+            wait_for(lambda: reports() == 2, what="the new version reported")
+            time.sleep(1.0)
+            assert reports() == 2
+            bad.write_text(HELLO)  # readable again...
+            wait_for(lambda: sink.last == {"hello": HELLO}, what="fixed file")
+            bad.write_bytes(b"\xff broken again")  # ...so its next failure is news
+            wait_for(lambda: reports() == 3, what="the next failure reported")
+        finally:
+            source.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -24,6 +25,7 @@ from webhook.resolution.resolver import Resolver, ResolverSettings
 from webhook.resolution.rules import user_rules
 
 if TYPE_CHECKING:
+    from webhook.admission.transport import Limits
     from webhook.plugins.registry import PluginLimits
 
 log = logging.getLogger("workload_tagger.app")
@@ -93,9 +95,21 @@ def serve_process(config: Config, reuse_port: bool = False) -> int:
     """One server process: its own event loop (uvloop unless configured otherwise) until SIGTERM."""
     from webhook.admission import server
 
-    with asyncio.Runner(loop_factory=server.event_loop_factory(config.event_loop)) as runner:
-        runner.run(serve(config, reuse_port=reuse_port))
+    try:
+        with asyncio.Runner(loop_factory=server.event_loop_factory(config.event_loop)) as runner:
+            runner.run(serve(config, reuse_port=reuse_port))
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        raise UserError(f"cannot listen: {exc.strerror or exc}") from None
     return 0
+
+
+def transport_limits(config: Config) -> Limits:
+    from webhook.admission.transport import Limits
+
+    return Limits(config.idle_timeout_s, config.header_timeout_s, config.body_timeout_s, config.max_connections,
+                  config.body_memory_mb * 1024 * 1024)
 
 
 def plugin_limits(config: Config) -> PluginLimits:
@@ -161,7 +175,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
         budget_seconds=config.review_budget_ms / 1000,
         otel_annotations=config.otel_annotations,
     )
-    app = server.build_app(mutator, readiness, config.max_body_bytes)
+    app = server.build_app(mutator, readiness, config.max_body_bytes, transport_limits(config))
     ctx = server.tls_context(config.cert_file, config.key_file)
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
     # full collections, which otherwise rescan it all on the request path.

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from webhook.annotations import annotation_key_problem, annotation_keys
+
 ENV_PREFIX = "WORKLOAD_TAGGER_"
 SERVICEACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -67,7 +69,11 @@ class Config:
     service_name: str = field(
         default="workload-tagger", metadata={"help": "Service name the serving certificate is issued for", "key": "serviceName"}
     )
-    prefix: str = field(default="workload-tagger.io/", metadata={"help": "annotation key prefix", "key": "prefix"})
+    prefix: str = field(
+        default="workload-tagger.io/",
+        metadata={"help": "annotation key prefix; the keys it makes must be valid Kubernetes annotation keys "
+                  "(DNS-subdomain prefix, '/', name of at most 63 characters)", "key": "prefix"},
+    )
     plugin_source: str = field(
         default="auto",
         metadata={
@@ -124,6 +130,29 @@ class Config:
     )
     max_body_bytes: int = field(
         default=7 * 1024 * 1024, metadata={"help": "largest AdmissionReview accepted (413 above)", "key": "maxBodyBytes"}
+    )
+    body_memory_mb: int = field(
+        default=48,
+        metadata={"help": "request bodies held in memory across all connections, MiB (503 with Retry-After "
+                  "beyond; a quarter is kept for bodies up to 1 MiB)", "key": "bodyMemoryMb"},
+    )
+    max_connections: int = field(
+        default=1000,
+        metadata={"help": "open client connections; at the limit the oldest idle one is closed",
+                  "key": "maxConnections"},
+    )
+    idle_timeout_s: float = field(
+        default=120.0,
+        metadata={"help": "close a keep-alive connection idle this long (keep above the API server's 90 s)",
+                  "key": "idleTimeoutSeconds"},
+    )
+    header_timeout_s: float = field(
+        default=10.0,
+        metadata={"help": "TLS handshake, and each request's head from its first byte, must arrive within this",
+                  "key": "headerTimeoutSeconds"},
+    )
+    body_timeout_s: float = field(
+        default=10.0, metadata={"help": "a request body must arrive within this (408 and close)", "key": "bodyTimeoutSeconds"}
     )
     metrics_port: int = field(
         default=0, metadata={"help": "extra plain-HTTP /metrics port (0: off)", "key": "metricsPort"}
@@ -237,8 +266,23 @@ def validate(config: Config) -> None:
         raise ConfigError("shutdownDrainSeconds must be >= 0 and shutdownGraceSeconds > 0")
     if config.max_body_bytes < 1024:
         raise ConfigError("maxBodyBytes must be at least 1024")
+    if config.body_memory_mb * 1024 * 1024 * 3 // 4 < config.max_body_bytes:
+        raise ConfigError("bodyMemoryMb must be large enough that three quarters of it hold one maxBodyBytes body")
+    if config.max_connections < 1:
+        raise ConfigError("maxConnections must be at least 1")
+    if min(config.idle_timeout_s, config.header_timeout_s, config.body_timeout_s) <= 0:
+        raise ConfigError("idleTimeoutSeconds, headerTimeoutSeconds and bodyTimeoutSeconds must be > 0")
     if config.plugin_quarantine_after < 0 or config.plugin_quarantine_seconds <= 0:
         raise ConfigError("pluginQuarantineAfter must be >= 0 and pluginQuarantineSeconds > 0")
+    validate_prefix(config.prefix)
+
+
+def validate_prefix(prefix: str) -> None:
+    """Every key the prefix makes must be one the API server accepts, or no patch could ever be sent."""
+    for key in annotation_keys(prefix):
+        problem = annotation_key_problem(key)
+        if problem is not None:
+            raise ConfigError(f"prefix {prefix!r} makes invalid annotation keys: {problem}")
 
 
 def settings_table() -> str:

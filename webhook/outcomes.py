@@ -18,6 +18,7 @@ class ReviewOutcome(StrEnum):
     SKIPPED = "skipped"  # not a Pod CREATE: not looked at
     ERROR = "error"  # our own failure: allowed without a patch
     TIMEOUT = "timeout"  # the review budget ran out: allowed without a patch
+    UNPATCHABLE = "unpatchable"  # the patched Pod would be refused by the API server: allowed without a patch
     INVALID = "invalid"  # not an AdmissionReview we can answer: HTTP 400
 
 

@@ -26,8 +26,9 @@ from webhook.resolution.model import Resolution
 from webhook.resolution.resolver import Resolver
 
 # Bound once: attribute lookups on the enum class cost more than a module global on the hot path.
-MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT = (
+MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT, UNPATCHABLE = (
     ReviewOutcome.MUTATED, ReviewOutcome.UNCHANGED, ReviewOutcome.SKIPPED, ReviewOutcome.ERROR, ReviewOutcome.TIMEOUT,
+    ReviewOutcome.UNPATCHABLE,
 )
 
 
@@ -36,6 +37,7 @@ class Decision(msgspec.Struct, gc=False):  # one per review: a Struct, see Admis
     outcome: ReviewOutcome
     resolution: Resolution | None = None
     error: str | None = None
+    refused: str | None = None  # outcome unpatchable: why the patched Pod would be refused
 
 
 class PodMutator:
@@ -81,5 +83,8 @@ class PodMutator:
         patch = self.patches.build(resolution, meta.annotations, pod.has_metadata)
         if patch is None:
             return Decision(allow, UNCHANGED, resolution)
+        refused = patch.refusal(meta.annotations)
+        if refused is not None:
+            return Decision(allow, UNPATCHABLE, resolution, refused=refused)
         allow.patch = patch
         return Decision(allow, MUTATED, resolution)

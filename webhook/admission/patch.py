@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from webhook.admission import otel as otel_keys
+from webhook.annotations import ANNOTATIONS_TOTAL_LIMIT, annotation_key_problem, annotation_keys
 from webhook.resolution.model import Resolution
 
 DEFAULT_PREFIX = "workload-tagger.io/"
@@ -23,17 +24,6 @@ DEFAULT_PREFIX = "workload-tagger.io/"
 def escape_pointer(token: str) -> str:
     """RFC 6901: `~` becomes `~0` first, then `/` becomes `~1`."""
     return token.replace("~", "~0").replace("/", "~1")
-
-
-@lru_cache(maxsize=64)
-def annotation_keys(prefix: str) -> tuple[str, str, str, str]:
-    """(workload-type, workload-name, platform, resolved-by) keys for a prefix."""
-    return (
-        f"{prefix}workload-type",
-        f"{prefix}workload-name",
-        f"{prefix}platform",
-        f"{prefix}resolved-by",
-    )
 
 
 def desired_annotations(resolution: Resolution, prefix: str = DEFAULT_PREFIX, otel: bool = True) -> dict[str, str]:
@@ -78,16 +68,73 @@ def annotation_ops(annotations: object, wanted: Mapping[str, str], has_metadata:
     return [{"op": "add", "path": annotation_path(k), "value": v} for k, v in missing.items()]
 
 
+def _text_bytes(value: str) -> int:
+    return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+
+
+def annotations_size(annotations: object) -> int:
+    """Bytes of UTF-8 the API server counts for an annotations map (keys plus values)."""
+    if type(annotations) is not dict:
+        return 0
+    return sum(_text_bytes(k) + (_text_bytes(v) if type(v) is str else 0) for k, v in annotations.items())
+
+
+_ANNOTATION_PATH = "/metadata/annotations/"
+
+
+def _added_annotations(ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """The annotations a patch of ours adds, read back from its ops (whatever built them)."""
+    added: dict[str, Any] = {}
+    for op in ops:
+        path, value = op["path"], op.get("value", {})
+        if path == "/metadata":
+            added.update(value.get("annotations") or {})
+        elif path == "/metadata/annotations":
+            added.update(value)
+        elif path.startswith(_ANNOTATION_PATH):  # an op elsewhere (none today) adds no annotation
+            added[path[len(_ANNOTATION_PATH):].replace("~1", "/").replace("~0", "~")] = value
+    return added
+
+
 @dataclass(frozen=True, slots=True)
 class Patch:
-    """JSON Patch ops and their wire form (base64 of the JSON), computed together once."""
+    """JSON Patch ops and their wire form (base64 of the JSON), computed together once, with what
+    the API server will check of the result: the bytes the added annotations weigh and, if one of
+    their keys or values is not admissible at all, why."""
 
     ops: tuple[dict[str, Any], ...]
     encoded: str
+    added_bytes: int = 0
+    problem: str | None = None
 
     @classmethod
     def of(cls, ops: list[dict[str, Any]]) -> Patch:
-        return cls(tuple(ops), base64.b64encode(orjson.dumps(ops)).decode("ascii"))
+        added = _added_annotations(ops)
+        problem = next((p for p in map(annotation_key_problem, added) if p), None)
+        if problem is None and not all(type(v) is str for v in added.values()):
+            problem = "an annotation value is not a string"
+        return cls(tuple(ops), base64.b64encode(orjson.dumps(ops)).decode("ascii"), annotations_size(added), problem)
+
+    def refusal(self, annotations: object) -> str | None:
+        """Why the API server would refuse the Pod once patched (given its annotations as sent), or None.
+
+        The Pod's own keys the patch adds to are counted once: a key of ours the Pod already has
+        is not in the patch. Cheap for everyday Pods: their annotations' characters, times the
+        four bytes a character can take, are already far below the limit.
+        """
+        if self.problem is not None:
+            return self.problem
+        room = ANNOTATIONS_TOTAL_LIMIT - self.added_bytes
+        if type(annotations) is dict and annotations:
+            if 4 * sum(len(k) + (len(v) if type(v) is str else 0) for k, v in annotations.items()) <= room:
+                return None
+            total = annotations_size(annotations) + self.added_bytes
+        else:
+            total = self.added_bytes
+        if total > ANNOTATIONS_TOTAL_LIMIT:
+            return (f"annotations would total {total} bytes, over the API server's limit of "
+                    f"{ANNOTATIONS_TOTAL_LIMIT}")
+        return None
 
 
 # The patch of a Pod whose annotations hold none of our keys, the everyday case, keyed as such.

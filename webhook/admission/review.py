@@ -73,15 +73,20 @@ def _pod_object(obj: object) -> PodObject | None:
     return PodObject.of(obj) if isinstance(obj, dict) else None
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def loads(body: bytes | str) -> Any:
     """orjson first (fast path); the stdlib for what orjson refuses but JSON allows (numbers past
-    double range such as ``1e400``). Text must be strict UTF-8 either way."""
+    double range such as ``1e400``). Text must be strict UTF-8 either way, and ``NaN``/``Infinity``,
+    which the stdlib would read but are not JSON, are refused as orjson refuses them."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
         try:
             text = body.decode("utf-8") if isinstance(body, bytes) else body
-            return json.loads(text)
+            return json.loads(text, parse_constant=_not_json)
         except (ValueError, RecursionError):
             raise fast_error from None
 
@@ -183,7 +188,8 @@ def decode_for_mutation(body: bytes) -> AdmissionRequest:
     """
     try:
         review = _SKIMMER.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # deep nesting: decode() says 400
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+        # deep nesting, or bad UTF-8 inside a string the skimmer builds (uid, a label...): decode() says 400
         return decode(body)
     if not body.isascii():
         try:  # the skimmer does not check the UTF-8 of strings it skips; decode() rejects bad UTF-8

@@ -33,6 +33,7 @@ from webhook import metrics
 from webhook.admission import review as admission
 from webhook.admission.handler import Decision, PodMutator
 from webhook.admission.review import AdmissionRequest
+from webhook.admission.transport import BodyBudget, BodyReader, BodyRefused, GuardedServer, GuardedSite, Limits
 from webhook.outcomes import ReviewOutcome
 
 log = logging.getLogger("workload_tagger.server")
@@ -116,15 +117,17 @@ RouteTable = Mapping[str, Mapping[str, Route]]
 
 @dataclass(frozen=True)
 class WebhookApp:
-    """What the server serves: one low-level handler, its in-flight count and its body limit.
+    """What the server serves: one low-level handler, its in-flight count, its body limit and the
+    bounds on what clients can make it hold (:mod:`webhook.admission.transport`).
 
     One object for `serve_until_stopped`, the tests and the benchmarks to pass around, so none of
-    them can serve the handler without the body limit or shut down without the in-flight count.
+    them can serve the handler without the limits or shut down without the in-flight count.
     """
 
     handler: Route
     in_flight: InFlight
     max_body_bytes: int
+    limits: Limits = field(default_factory=Limits)
 
     def make_request(
         self,
@@ -141,7 +144,7 @@ class WebhookApp:
 
     def runner(self, shutdown_timeout: float = 60.0) -> web.ServerRunner:
         """A runner for a low-level server of this app; call it inside the loop that will serve."""
-        server = web.Server(self.handler, request_factory=self.make_request, access_log=None)
+        server = GuardedServer(self.handler, request_factory=self.make_request, access_log=None, limits=self.limits)
         return web.ServerRunner(server, shutdown_timeout=shutdown_timeout, handle_signals=False)
 
 
@@ -211,22 +214,34 @@ def observed_review(handler: PodMutator, body: bytes) -> bytes:
         raise
     if decision.outcome is ReviewOutcome.ERROR:
         log.error("resolution failed; allowed without patch", extra={"uid": request.uid, "error": decision.error})
+    elif decision.outcome is ReviewOutcome.UNPATCHABLE:
+        log.warning("patch would make the Pod invalid; allowed without patch", extra=pod_fields(request, decision))
     metrics.observe_review(request.operation, decision.outcome, decision.resolution, time.perf_counter() - started)
     return answer
 
 
-def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) -> WebhookApp:
+def build_app(
+    mutator: PodMutator, readiness: Readiness, max_body_bytes: int, limits: Limits | None = None
+) -> WebhookApp:
     in_flight = InFlight()
+    limits = limits or Limits()
+    bodies = BodyReader(BodyBudget(limits.body_memory_bytes), max_body_bytes, limits.body_timeout_s)
 
     async def mutate(request: web.BaseRequest) -> web.Response:
         in_flight.enter()
         try:
-            body = await request.read()  # raises 413 past client_max_size
+            try:  # 413 past max_body_bytes, 503 past the body budget, 408 for a body that does not arrive
+                body, held = await bodies.read(request)
+            except BodyRefused as refused:
+                return await refused.answer(request)
             try:
-                answer = observed_review(mutator, body)
-            except admission.AdmissionError as exc:
-                raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
-            response = web.Response(body=answer, content_type=JSON)
+                try:
+                    answer = observed_review(mutator, body)
+                except admission.AdmissionError as exc:
+                    raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
+                response = web.Response(body=answer, content_type=JSON)
+            finally:
+                bodies.release(held)
             if readiness.shutting_down:  # ask keep-alive clients to reconnect, i.e. to another replica
                 response.force_close()
             return response
@@ -246,7 +261,21 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         post={"/mutate": mutate},
         get={"/healthz": healthz, "/readyz": readyz, "/metrics": metrics.metrics_handler},
     )
-    return WebhookApp(dispatcher(table), in_flight, max_body_bytes)
+    return WebhookApp(dispatcher(table), in_flight, max_body_bytes, limits)
+
+
+def pod_fields(req: admission.AdmissionRequest, decision: Decision) -> dict[str, object]:
+    """Log fields naming a Pod and why it got no patch (a Pod being created may have no name yet)."""
+    obj = req.object
+    meta = obj.meta if isinstance(obj, admission.PodObject) else None
+    resolution = decision.resolution
+    return {
+        "uid": req.uid,
+        "namespace": (meta.namespace if meta and isinstance(meta.namespace, str) else None) or req.namespace,
+        "pod": meta.name if meta and isinstance(meta.name, str) and meta.name else None,
+        "workload": f"{resolution.workload_type}/{resolution.workload_name}" if resolution else None,
+        "reason": decision.refused,
+    }
 
 
 def orjson_error(message: str) -> str:
@@ -300,7 +329,8 @@ async def serve_until_stopped(
     close_s = min(1.0, grace_s / 4)  # aiohttp's last word: closing connections, cancelling leftovers
     runner = app.runner(shutdown_timeout=close_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_port=reuse_port or None)
+    site = GuardedSite(runner, host, port, ssl_context=ctx, handshake_timeout_s=app.limits.header_timeout_s,
+                       reuse_port=reuse_port or None)
     await site.start()
     readiness.certs_loaded = True
     log.info("serving", extra={"host": host, "port": port})

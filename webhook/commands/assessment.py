@@ -9,7 +9,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from webhook.admission.patch import annotation_keys, desired_annotations
+from webhook.admission.patch import desired_annotations
+from webhook.annotations import annotation_keys
 from webhook.cluster.pods import ListScope
 from webhook.commands.inputs import PodInput
 from webhook.errors import UserError

@@ -3,6 +3,12 @@
 Accepts JSON or YAML (several YAML documents too), `-` for stdin, and any of: a Pod, a Pod's
 bare metadata, an AdmissionReview, or a List (`kubectl get pods -o json`). Everything is
 normalised to :class:`PodInput`, which is what the admission path would have seen.
+
+Hostile files are refused with one :class:`InputError` line in bounded time and memory: nesting
+too deep for the parsers, a YAML alias that refers to itself, and YAML aliases that would expand
+past :data:`MAX_ALIAS_NODES` nodes (a "billion laughs" of a few hundred bytes would otherwise be
+walked as millions of Pods). Size alone is not limited: a 100,000-Pod `kubectl get pods -A -o json`
+is read like any List.
 """
 
 from __future__ import annotations
@@ -18,6 +24,46 @@ import yaml
 
 from webhook.admission import review as admission
 from webhook.errors import UserError
+
+# Nodes that YAML aliases may bring in, counted as expanded (an alias to a 10-node mapping counts
+# 10). Pod files use anchors rarely and small; expansion bombs need millions.
+MAX_ALIAS_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing self-referencing aliases and alias expansion past MAX_ALIAS_NODES."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._alias_nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            node = self.anchors.get(event.anchor)  # type: ignore[attr-defined]
+            if node is not None:
+                if node.end_mark is None:  # still being composed: the alias is inside its own anchor
+                    raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refers to itself",
+                                                      event.start_mark)
+                self._alias_nodes += self._size(node)
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"aliases expand to more than {MAX_ALIAS_NODES} nodes", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def _size(self, node: yaml.Node) -> int:
+        """Nodes in ``node`` once expanded; memoised, each node is counted once per distinct node."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self._size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(self._size(k) + self._size(v) for k, v in node.value)
+        self._sizes[id(node)] = size
+        return size
 
 
 class InputError(ValueError):
@@ -68,7 +114,7 @@ def parse_documents(text: str, source: str) -> list[Any]:
         except ValueError:
             pass
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_BoundedLoader) if d is not None]
     except yaml.YAMLError as exc:
         raise InputError(f"{source} is neither valid JSON nor YAML: {exc}".splitlines()[0]) from None
     if not docs:
@@ -90,6 +136,8 @@ def classify(doc: Any, source: str) -> Iterator[PodInput]:
             req = admission.decode(orjson.dumps(doc))
         except admission.AdmissionError as exc:
             raise InputError(f"{source}: {exc}") from None
+        except orjson.JSONEncodeError as exc:  # YAML can hold what JSON cannot: non-string keys, deep nesting
+            raise InputError(f"{source}: AdmissionReview cannot be read as JSON: {exc}") from None
         obj = doc["request"].get("object")  # decode() checked that the request is a mapping
         yield PodInput(source, obj if isinstance(obj, dict) else {}, req.namespace, req)
     elif isinstance(doc.get("items"), list) and (kind is None or str(kind).endswith("List")):
@@ -107,7 +155,11 @@ def classify(doc: Any, source: str) -> Iterator[PodInput]:
 
 def load_pods(path: str) -> list[PodInput]:
     source = "stdin" if path == "-" else path
-    pods = [pod for doc in parse_documents(read_text(path), source) for pod in classify(doc, source)]
+    text = read_text(path)
+    try:
+        pods = [pod for doc in parse_documents(text, source) for pod in classify(doc, source)]
+    except RecursionError:
+        raise InputError(f"{source} is nested too deeply to read") from None
     if not pods:
         raise InputError(f"{source} holds no Pod")
     return pods

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 read_text(args.api_versions)
             )
         except InputError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(str(exc), 2) from None  # input errors exit 2, as everywhere in the CLI
     else:
         if args.api_versions:
             raise UserError("--api-versions only applies with a Pods file; the live cluster is asked directly")

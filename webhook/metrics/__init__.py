@@ -23,6 +23,7 @@ from webhook.metrics.tally import (
     flush_tallies,
     observe_admission,
     observe_platform,
+    observe_refused,
     observe_resolution,
     observe_review,
 )
@@ -31,6 +32,6 @@ __all__ = [
     "ADMISSION_BUCKETS", "FLUSH_SECONDS", "OPERATIONS", "REGISTRY", "REVIEWS",
     "WATCH_RESTART_REASONS", "_ADMISSION_REQUESTS", "PluginMetrics", "ReviewTally", "SourceMetrics",
     "exposition", "flush_periodically", "flush_tallies", "metrics_handler", "observe_admission",
-    "observe_platform", "observe_resolution", "observe_review", "set_cert_expiry", "start_metrics_server",
+    "observe_platform", "observe_refused", "observe_resolution", "observe_review", "set_cert_expiry", "start_metrics_server",
     "worker_exited",
 ]

@@ -111,7 +111,8 @@ PLUGIN_BUCKETS = (
 
 ADMISSION_REQUESTS = Counter(
     "admission_requests",
-    "Admission reviews answered, by operation and outcome (mutated, unchanged, skipped, error, invalid).",
+    "Admission reviews answered, by operation and outcome (mutated, unchanged, skipped, error, timeout, "
+    "unpatchable, invalid).",
     ["operation", "outcome"],
     namespace=NS,
     registry=REGISTRY,
@@ -220,6 +221,20 @@ SOURCE_WATCH_RESTARTS = Counter(
     "source_watch_restarts",
     "Watches of a plugin source started again, by source and reason (gone, error, timeout, closed, other).",
     ["source", "reason"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+
+# --- transport ------------------------------------------------------------------------------
+
+# Why the server refused a request or closed a connection to bound what clients hold (admission/transport.py).
+REFUSAL_REASONS = ("head-timeout", "body-timeout", "body-budget", "body-too-large", "content-encoding",
+                   "connection-cap", "malformed-http")
+HTTP_REFUSED = Counter(
+    "http_refused",
+    "Requests refused or connections closed to bound what clients hold, by reason (head-timeout, body-timeout, "
+    "body-budget, body-too-large, content-encoding, connection-cap, malformed-http).",
+    ["reason"],
     namespace=NS,
     registry=REGISTRY,
 )

@@ -24,6 +24,7 @@ from webhook.metrics.definitions import (
     ADMISSION_OUTCOMES,
     ADMISSION_REQUESTS,
     BEFORE_READ,
+    HTTP_REFUSED,
     NONE,
     OPERATIONS,
     OTHER,
@@ -32,6 +33,7 @@ from webhook.metrics.definitions import (
     PLUGIN_LATENCY,
     PLUGIN_OUTCOMES,
     PODS_SEEN,
+    REFUSAL_REASONS,
     RESOLUTION_SOURCES,
     RESOLUTIONS,
     UNKNOWN_OPERATION,
@@ -74,6 +76,14 @@ _PLUGIN_EVALUATIONS = ChildCache(PLUGIN_EVALUATIONS)
 _PLUGIN_LATENCY = ChildCache(PLUGIN_LATENCY)
 
 
+_HTTP_REFUSED = {reason: HTTP_REFUSED.labels(reason) for reason in REFUSAL_REASONS}
+
+
+def observe_refused(reason: str) -> None:
+    """Count one request or connection the transport refused; ``reason`` is one of REFUSAL_REASONS."""
+    _HTTP_REFUSED[reason].inc()
+
+
 def observe_admission(operation: str, outcome: str, seconds: float | None, count: int = 1) -> None:
     """Count answered reviews; ``seconds`` is None for reviews rejected before timing made sense."""
     op = (operation if operation in OPERATIONS else OTHER) if operation else UNKNOWN_OPERATION
@@ -110,7 +120,7 @@ def observe_platform(platform: str | None, count: int = 1) -> None:
 
 
 # Reviews whose resolution is counted (the others were not looked at, or failed).
-EXAMINED = frozenset({ReviewOutcome.MUTATED, ReviewOutcome.UNCHANGED})
+EXAMINED = frozenset({ReviewOutcome.MUTATED, ReviewOutcome.UNCHANGED, ReviewOutcome.UNPATCHABLE})
 # operation, outcome, and resolved-by, type, platform of the resolution (None: unresolved).
 _ReviewKey = tuple[str, str, str | None, str | None, str | None]
 

@@ -37,6 +37,7 @@ class DirectorySource(ThreadedSource):
         self._debounce_ms = debounce_ms
         self._rescan_ms = rescan_ms
         self._missing_logged = False
+        self._unreadable: dict[str, object] = {}  # files that could not be read, as last reported
 
     def stop(self) -> None:
         self._stopping.set()  # also watchfiles' stop_event: it returns within one step
@@ -90,7 +91,7 @@ class DirectorySource(ThreadedSource):
             )
 
     def _scan(self, why: str) -> None:
-        self._apply(read_plugin_dir(self._path, self._last), why)
+        self._apply(read_plugin_dir(self._path, self._last, unreadable=self._unreadable), why)
 
     def _apply(self, snapshot: dict[str, str], why: str) -> None:
         if self._hand_over(snapshot, f"directory {self._path} ({why})", dir=str(self._path)):

@@ -28,16 +28,21 @@ def plugins_from_data(data: Mapping[str, str] | None, where: str) -> dict[str, s
 
 
 def read_plugin_dir(
-    path: str | Path, previous: Mapping[str, str] | None = None, *, strict: bool = False
+    path: str | Path, previous: Mapping[str, str] | None = None, *, strict: bool = False,
+    unreadable: dict[str, object] | None = None,
 ) -> dict[str, str]:
     """name -> source for each ``*.lua`` file directly in ``path``, in name order.
 
     Hidden files and subdirectories are skipped. A file that cannot be read (permissions, not
     UTF-8, a symlink dangling mid-swap) raises when ``strict`` (offline commands must say so);
     otherwise it is logged and keeps its ``previous`` content, so a watcher's sink keeps the
-    last good version instead of dropping the plugin.
+    last good version instead of dropping the plugin. A watcher rescans every few seconds, so it
+    passes ``unreadable`` (file -> the version last reported, kept by the caller between scans):
+    an unreadable file is then logged once per version (its mtime, size, inode and error), not on
+    every rescan.
     """
     plugins: dict[str, str] = {}
+    seen_unreadable: set[str] = set()
     for file in sorted(Path(path).glob("*" + SUFFIX)):
         name = file.name[: -len(SUFFIX)]
         if not name or name.startswith(".") or file.is_dir():
@@ -47,10 +52,27 @@ def read_plugin_dir(
         except (OSError, UnicodeDecodeError) as exc:
             if strict:
                 raise
-            log.error(
-                "cannot read plugin file; keeping its last version",
-                extra={"file": str(file), "error": str(exc)},
-            )
+            key = str(file)
+            seen_unreadable.add(key)
+            version = (_file_version(file), str(exc))
+            if unreadable is None or unreadable.get(key) != version:
+                log.error(
+                    "cannot read plugin file; keeping its last version",
+                    extra={"file": key, "error": str(exc)},
+                )
+                if unreadable is not None:
+                    unreadable[key] = version
             if previous is not None and name in previous:
                 plugins[name] = previous[name]
+    if unreadable is not None:
+        for key in set(unreadable) - seen_unreadable:  # readable again, or gone: report its next failure
+            del unreadable[key]
     return plugins
+
+
+def _file_version(file: Path) -> tuple[int, int, int] | None:
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
