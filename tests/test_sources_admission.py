@@ -37,7 +37,7 @@ from webhook.sources.backoff import Backoff
 from webhook.sources.configmap import ConfigMapSource
 
 NS, NAME = "tagger", "workload-tagger-plugins"
-TYPE_KEY, NAME_KEY, _, BY_KEY = annotation_keys("workload-tagger.io/")
+TYPE_KEY, NAME_KEY, _, BY_KEY, _ = annotation_keys("workload-tagger.io/")
 
 # A DeepFlow-style plugin: decodes the metadata with dkjson and answers for Pods of namespace "default".
 PLUGIN = """package.path = package.path..";/bin/?.lua"

@@ -20,7 +20,7 @@ import contextlib
 import os
 import platform as _platform
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from aiohttp import web
@@ -66,7 +66,7 @@ OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 # "unknown" is the operation of a review too malformed to read one from.
 UNKNOWN_OPERATION = "unknown"
 ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "timeout", "invalid")
-RESOLUTION_SOURCES = ("builtin", "config", "plugin")
+RESOLUTION_SOURCES = ("builtin", "config", "plugin", "owners")
 PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID, QUARANTINED)
 WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
 PLATFORMS = tuple(sorted({r.platform for r in BUILTIN_RULES if r.platform}))
@@ -227,6 +227,42 @@ SOURCE_WATCH_RESTARTS = Counter(
     namespace=NS,
     registry=REGISTRY,
 )
+
+# --- owner caches ---------------------------------------------------------------------------
+
+OWNER_LOOKUPS = Counter(
+    "owner_lookups",
+    "Owner-chain lookups by result: hit (exact answer), miss (owner not in the cache, even after the "
+    "bounded wait), fallback (caches not synced, API unreachable or forbidden); misses and fallbacks "
+    "are answered by the built-in rules.",
+    ["result"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+OWNER_CACHE_SYNCED = Gauge(
+    "owner_cache_synced",
+    "1 when the latest list of the owner cache succeeded, 0 when it failed or none succeeded yet.",
+    ["resource"],
+    namespace=NS,
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+OWNER_CACHE_OBJECTS = Gauge(
+    "owner_cache_objects",
+    "Objects in the owner cache after its latest list.",
+    ["resource"],
+    namespace=NS,
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+OWNER_CACHE_RESTARTS = Counter(
+    "owner_cache_watch_restarts",
+    "Owner cache watches started again, by resource and reason (gone, forbidden, error, unreachable).",
+    ["resource", "reason"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+OWNER_RESTART_REASONS = ("gone", "forbidden", "error", "unreachable")
 
 # --- process --------------------------------------------------------------------------------
 
@@ -447,10 +483,15 @@ PLUGIN_CALLS = PluginTally()
 FLUSH_SECONDS = 1.0
 
 
+_BULK_SOURCES: list[Callable[[], None]] = []
+
+
 def flush_tallies() -> None:
     """Everything counted in bulk into the Prometheus metrics: before any read, and periodically."""
     REVIEWS.flush()
     PLUGIN_CALLS.flush()
+    for flush in _BULK_SOURCES:
+        flush()
 
 
 def observe_review(operation: str, outcome: str, resolution: Resolution | None, seconds: float) -> None:
@@ -571,6 +612,38 @@ class SourceMetrics:
 
     def watch_restarted(self, source: str, reason: str) -> None:
         SOURCE_WATCH_RESTARTS.labels(source, reason if reason in WATCH_RESTART_REASONS else OTHER).inc()
+
+
+class OwnerMetrics:
+    """The :class:`webhook.informer.CacheObserver` that feeds the owner cache metrics, and the bulk
+    flush of the lookup counts the :class:`webhook.owners.OwnerIndex` keeps as plain numbers."""
+
+    def __init__(self, resources: list[str]) -> None:
+        for result in ("hit", "miss", "fallback"):
+            OWNER_LOOKUPS.labels(result)
+        for resource in resources:
+            OWNER_CACHE_SYNCED.labels(resource).set(0)
+            OWNER_CACHE_OBJECTS.labels(resource).set(0)
+            for reason in OWNER_RESTART_REASONS:
+                OWNER_CACHE_RESTARTS.labels(resource, reason)
+
+    def count_lookups(self, drain: Callable[[], Mapping[str, int]]) -> None:
+        """Flush ``drain()`` (result -> count) into the lookup counter with every other tally."""
+
+        def flush() -> None:
+            for result, count in drain().items():
+                if count:
+                    OWNER_LOOKUPS.labels(result).inc(count)
+
+        _BULK_SOURCES.append(flush)
+
+    def synced(self, resource: str, ok: bool, objects: int) -> None:
+        OWNER_CACHE_SYNCED.labels(resource).set(1 if ok else 0)
+        if ok:
+            OWNER_CACHE_OBJECTS.labels(resource).set(objects)
+
+    def watch_restarted(self, resource: str, reason: str) -> None:
+        OWNER_CACHE_RESTARTS.labels(resource, reason if reason in OWNER_RESTART_REASONS else OTHER).inc()
 
 
 def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:

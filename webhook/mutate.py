@@ -46,6 +46,7 @@ class PodMutator:
         operations: frozenset[str] = frozenset({"CREATE"}),
         budget_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        owner_wait_seconds: float = 0.0,
     ) -> None:
         self.resolver = resolver
         self.plugins = plugins
@@ -53,8 +54,36 @@ class PodMutator:
         self.operations = operations
         self.budget_seconds = budget_seconds
         self.clock = clock
+        # Waiting for a missing owner happens only in handle_async, and only with owner caches.
+        self.owner_wait_seconds = owner_wait_seconds if resolver.owners is not None else 0.0
 
-    def handle(self, request: AdmissionRequest) -> Decision:
+    async def handle_async(self, request: AdmissionRequest) -> Decision:
+        """:meth:`handle`, after a bounded wait for a Pod's owner the owner caches have not seen yet.
+
+        The seam between the synchronous resolution and the owner caches: the lookup itself never
+        waits (it reads dicts); only here, when the Pod's controller is of a cached kind whose
+        watch is healthy but is not in the cache (created a moment before the Pod), the review
+        awaits that uid's arrival, at most ``owner_wait_seconds`` and at most half the review
+        budget, so the rest of the review keeps its time. Other reviews run meanwhile (it is an
+        await on the event loop); then :meth:`handle` answers, exactly or by the rules.
+        """
+        started = self.clock()
+        owners = self.resolver.owners
+        if owners is not None and self.owner_wait_seconds > 0 and request.operation in self.operations:
+            try:
+                obj = request.object
+                pod = obj if type(obj) is PodObject else PodObject.of(obj) if isinstance(obj, dict) else None
+                ref = owners.pending(pod.meta) if pod is not None and request.is_pod else None
+            except Exception:  # a malformed object: handle() answers it (allowed, counted)
+                ref = None
+            if ref is not None:
+                wait = self.owner_wait_seconds
+                if self.budget_seconds:
+                    wait = min(wait, self.budget_seconds / 2)
+                await owners.index.wait_for(ref.group, ref.kind, ref.uid, wait)
+        return self.handle(request, started)
+
+    def handle(self, request: AdmissionRequest, started: float | None = None) -> Decision:
         allow = AdmissionResponse(request.api_version, request.uid)
         if not request.is_pod or request.operation not in self.operations:
             return Decision(allow, SKIPPED)
@@ -63,14 +92,17 @@ class PodMutator:
         if pod is None:
             return Decision(allow, UNCHANGED)
         try:
-            return self._mutate(request, pod, allow)
+            return self._mutate(request, pod, allow, started)
         except Exception as exc:  # never let our own failure break a Pod creation
             return Decision(allow, ERROR, error=f"{type(exc).__name__}: {exc}")
 
-    def _mutate(self, request: AdmissionRequest, pod: PodObject, allow: AdmissionResponse) -> Decision:
+    def _mutate(
+        self, request: AdmissionRequest, pod: PodObject, allow: AdmissionResponse, started: float | None = None
+    ) -> Decision:
         meta = pod.meta
         namespace = meta.namespace or request.namespace
-        deadline = self.clock() + self.budget_seconds if self.budget_seconds else None
+        begun = self.clock() if started is None else started
+        deadline = begun + self.budget_seconds if self.budget_seconds else None
         resolution = self.resolver.resolve_pod(meta, namespace, self.plugins(), deadline, self.clock)
         if deadline is not None and self.clock() > deadline:
             return Decision(allow, TIMEOUT, error="review budget exceeded: answered without a patch")

@@ -25,23 +25,26 @@ def escape_pointer(token: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def annotation_keys(prefix: str) -> tuple[str, str, str, str]:
-    """(workload-type, workload-name, platform, resolved-by) keys for a prefix."""
+def annotation_keys(prefix: str) -> tuple[str, str, str, str, str]:
+    """(workload-type, workload-name, platform, resolved-by, root-owner) keys for a prefix."""
     return (
         f"{prefix}workload-type",
         f"{prefix}workload-name",
         f"{prefix}platform",
         f"{prefix}resolved-by",
+        f"{prefix}root-owner",
     )
 
 
 def desired_annotations(resolution: Resolution, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """The annotations a resolution asks for; platform only when there is one."""
-    k_type, k_name, k_platform, k_by = annotation_keys(prefix)
+    """The annotations a resolution asks for; platform and root owner only when there is one."""
+    k_type, k_name, k_platform, k_by, k_root = annotation_keys(prefix)
     wanted = {k_type: resolution.workload_type, k_name: resolution.workload_name}
     if resolution.platform:
         wanted[k_platform] = resolution.platform
     wanted[k_by] = resolution.resolved_by
+    if resolution.root_owner:
+        wanted[k_root] = resolution.root_owner
     return wanted
 
 
@@ -103,7 +106,7 @@ class PatchBuilder:
         self.prefix = prefix
         self.capacity = capacity
         self._keys = frozenset(annotation_keys(prefix))
-        self._cache: dict[tuple[str, str, str | None, str, object], Patch | None] = {}
+        self._cache: dict[tuple[str, str, str | None, str, str | None, object], Patch | None] = {}
 
     def build(self, resolution: Resolution, annotations: object, has_metadata: bool = True) -> Patch | None:
         """The patch adding this resolution's annotations, or None when there is nothing to add."""
@@ -116,7 +119,8 @@ class PatchBuilder:
             state = _NONE_PRESENT if keys.isdisjoint(annotations) else keys.intersection(annotations)
         else:
             return None  # annotations that are not a map: never patched (see annotation_ops)
-        key = (resolution.workload_type, resolution.workload_name, resolution.platform, resolution.resolved_by, state)
+        key = (resolution.workload_type, resolution.workload_name, resolution.platform, resolution.resolved_by,
+               resolution.root_owner, state)
         try:
             return self._cache[key]
         except KeyError:

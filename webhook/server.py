@@ -31,7 +31,7 @@ from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from webhook import admission, metrics
-from webhook.mutate import ERROR, PodMutator
+from webhook.mutate import ERROR, Decision, PodMutator
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -197,22 +197,35 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         in_flight.enter()
         try:
             body = await request.read()  # raises 413 past client_max_size
-            response = web.Response(body=review(body), content_type=JSON)
+            out = await review_awaiting_owners(body) if waits else review(body)
+            response = web.Response(body=out, content_type=JSON)
             if readiness.shutting_down:  # ask keep-alive clients to reconnect, i.e. to another replica
                 response.force_close()
             return response
         finally:
             in_flight.leave()
 
-    def review(body: bytes) -> bytes:
-        started = time.perf_counter()
+    waits = mutator.owner_wait_seconds > 0  # owner lookup on: a review may await a missing owner
+
+    def decode(body: bytes) -> admission.AdmissionRequest:
         try:
-            req = admission.decode_for_mutation(body)
+            return admission.decode_for_mutation(body)
         except admission.AdmissionError as exc:
             metrics.observe_admission("", INVALID, None)
             log.warning("malformed admission review", extra={"error": str(exc)})
             raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
-        decision = mutator.handle(req)
+
+    def review(body: bytes) -> bytes:
+        started = time.perf_counter()
+        req = decode(body)
+        return answer(req, mutator.handle(req), started)
+
+    async def review_awaiting_owners(body: bytes) -> bytes:
+        started = time.perf_counter()
+        req = decode(body)
+        return answer(req, await mutator.handle_async(req), started)
+
+    def answer(req: admission.AdmissionRequest, decision: Decision, started: float) -> bytes:
         if decision.outcome == ERROR:
             log.error(
                 "resolution failed; allowed without patch",
