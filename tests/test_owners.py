@@ -7,8 +7,10 @@ watch that lags behind a Pod, the API answering 403 or going away mid-run.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +20,9 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.factories import owner, pod, review
-from tests.fakeapi import FakeAPI, Fault
+from tests.fakeapi import FakeAPI, FakeCluster, Fault, serve
+from webhook import audit, backfill
+from webhook.config import Config
 from webhook.informer import LIST_ACCEPT, OwnerCaches, sync_once
 from webhook.mutate import PodMutator
 from webhook.owners import EXACT, FALLBACK, HIT, MISS, RESOURCES, OwnerIndex
@@ -361,3 +365,69 @@ def test_cli_doors_list_once(cluster: FakeAPI) -> None:
     failures = sync_once(cluster.api_client(), denied)
     assert len(failures) == len(RESOURCES) and "HTTP 403" in failures[0]
     assert not denied.synced()
+
+
+# --- audit and backfill use the same chain against a cluster ------------------------------------
+
+
+def cluster_pod(name: str, ref: dict[str, Any], annotations: dict[str, str] | None = None,
+                labels: dict[str, str] | None = None) -> dict[str, Any]:
+    obj = pod(name=name, owners=[ref], annotations=annotations, labels=labels)
+    obj["metadata"].update(uid=f"uid-pod-{name}", creationTimestamp=CREATED)
+    return obj
+
+
+def wrong_guess_cluster() -> FakeCluster:
+    """A hand-made Job named like a CronJob's, its Pod tagged CronJob by an earlier guess; a Rollout's Pod."""
+    guessed = {PREFIX + "workload-type": "CronJob", PREFIX + "workload-name": "report",
+               PREFIX + "resolved-by": "builtin:cronjob"}
+    pods = [
+        cluster_pod("report-a", owner("batch/v1", "Job", f"report-{CRON_MINUTES}"), guessed),
+        cluster_pod("canary-a", owner("apps/v1", "ReplicaSet", "canary-6b7f9c")),
+        cluster_pod("web-a", owner("apps/v1", "ReplicaSet", "web-7c5ddbdf54"), labels={"pod-template-hash": "7c5ddbdf54"}),
+    ]
+    cluster = FakeCluster(pods)
+    for obj in SHAPES:
+        add(cluster, obj, event=False)
+    return cluster
+
+
+def cli_args(module: Any, *argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_audit_reports_pods_a_wrong_guess_tagged(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(wrong_guess_cluster()) as api:
+        assert audit.run(cli_args(audit, "-A", "--format", "json"), Config(), plugins=EMPTY, api=api) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["disagreeWithExactOwner"] == {"count": 1, "examples": [
+        {"pod": "default/report-a", "annotated": "CronJob/report", "exact": f"Job/report-{CRON_MINUTES}"}]}
+    assert report["byResolver"] == {EXACT: 3}
+    assert report["byType"] == {"Deployment": 1, "Job": 1, "Rollout": 1}
+
+
+def test_audit_without_the_rights_says_so_and_guesses(capsys: pytest.CaptureFixture[str]) -> None:
+    cluster = wrong_guess_cluster()
+    cluster.forbid = {"watch"}
+    with serve(cluster) as api:
+        cluster.forbid = set()
+        cluster.fault("LIST", "LIST#1", Fault(status=403))  # replicasets, the first resource listed
+        assert audit.run(cli_args(audit, "-A", "--format", "json"), Config(), plugins=EMPTY, api=api) == 0
+    captured = capsys.readouterr()
+    assert "owner lookup: cannot list replicasets.apps: HTTP 403" in captured.err
+    assert json.loads(captured.out)["byResolver"] == {EXACT: 1, "builtin:deployment": 1, "builtin:replicaset": 1}
+
+
+def test_backfill_rewrites_a_wrong_guess_with_the_exact_owner() -> None:
+    cluster = wrong_guess_cluster()
+    out = io.StringIO()
+    with serve(cluster) as api:
+        code = backfill.run(cli_args(backfill, "-A", "--apply", "--overwrite-stale"), Config(), plugins=EMPTY,
+                            api=api, out=out)
+    assert code == 0, out.getvalue()
+    notes = cluster.pods["default/report-a"]["metadata"]["annotations"]
+    assert (notes[PREFIX + "workload-type"], notes[PREFIX + "workload-name"], notes[PREFIX + "resolved-by"]) == (
+        "Job", f"report-{CRON_MINUTES}", EXACT)
+    assert cluster.pods["default/canary-a"]["metadata"]["annotations"][PREFIX + "workload-type"] == "Rollout"

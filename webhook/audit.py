@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from webhook.app import build_resolver, plugin_set_for_cli
 from webhook.config import Config
 from webhook.errors import CLIError
 from webhook.inputs import PodInput
+from webhook.owners import EXACT, OwnerIndex
 from webhook.patch import annotation_keys, desired_annotations
 from webhook.plugins import PluginSet
 from webhook.podlist import ListScope, LiveLister, file_pods
@@ -96,9 +97,27 @@ class OwnerGap:
         }
 
 
+MAX_EXAMPLES = 20  # Pods named per finding; all are counted
+
+
+def disagrees_with_exact(assessment: Assessment, prefix: str) -> bool:
+    """Our workload type or name on the Pod contradicts the owner chain's exact answer (a wrong guess)."""
+    res = assessment.resolution
+    if res is None or res.resolved_by != EXACT:
+        return False
+    k_type, k_name = annotation_keys(prefix)[:2]
+    current = assessment.current
+    return current.get(k_type, res.workload_type) != res.workload_type or (
+        current.get(k_name, res.workload_name) != res.workload_name)
+
+
 @dataclass
 class AuditReport:
-    """Counters only; ``add`` is called once per Pod as pages stream in."""
+    """Counters only; ``add`` is called once per Pod as pages stream in.
+
+    With owner lookup (a live cluster), Pods whose type/name annotations contradict the exact
+    owner chain are counted in ``wrong`` (and named, the first :data:`MAX_EXAMPLES`).
+    """
 
     total: int = 0
     status: Counter[str] = field(default_factory=Counter)
@@ -106,6 +125,10 @@ class AuditReport:
     by_platform: Counter[str] = field(default_factory=Counter)
     by_resolver: Counter[str] = field(default_factory=Counter)
     gaps: dict[tuple[str, str], OwnerGap] = field(default_factory=dict)
+    owner_lookup: bool = False
+    prefix: str = "workload-tagger.io/"
+    wrong: int = 0
+    wrong_examples: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, assessment: Assessment, meta: Mapping[str, Any]) -> None:
         self.total += 1
@@ -115,6 +138,15 @@ class AuditReport:
             self.by_type[res.workload_type] += 1
             self.by_platform[res.platform or NO_PLATFORM] += 1
             self.by_resolver[res.resolved_by] += 1
+            if self.owner_lookup and disagrees_with_exact(assessment, self.prefix):
+                self.wrong += 1
+                if len(self.wrong_examples) < MAX_EXAMPLES:
+                    k_type, k_name = annotation_keys(self.prefix)[:2]
+                    self.wrong_examples.append({
+                        "pod": assessment.label,
+                        "annotated": f"{assessment.current.get(k_type, '-')}/{assessment.current.get(k_name, '-')}",
+                        "exact": f"{res.workload_type}/{res.workload_name}",
+                    })
             return
         owner = select_owner(meta.get("ownerReferences"))
         key = (owner.api_version, owner.kind) if owner else ("", NO_OWNER)
@@ -141,6 +173,8 @@ class AuditReport:
             "byPlatform": dict(sorted(self.by_platform.items())),
             "byResolver": dict(sorted(self.by_resolver.items())),
             "unresolvedOwners": [g.as_json() for g in self.unresolved_owners()],
+            **({"disagreeWithExactOwner": {"count": self.wrong, "examples": self.wrong_examples}}
+               if self.owner_lookup else {}),
         }
 
 
@@ -151,7 +185,7 @@ def build_report(
     prefix: str,
     deadline_s: float | None = None,
 ) -> AuditReport:
-    report = AuditReport()
+    report = AuditReport(owner_lookup=resolver.owners is not None, prefix=prefix)
     for pod in pods:
         report.add(assess(pod, resolver, plugins, prefix, deadline_s), pod.meta)
     return report
@@ -203,6 +237,12 @@ def render_table(report: AuditReport) -> str:
         ("APIVERSION", "KIND", "PODS", "EXAMPLE POD"),
         [(g.api_version or "-", g.kind, g.count, g.example) for g in report.unresolved_owners()],
     )
+    if report.owner_lookup:
+        lines += _table(
+            f"DISAGREE WITH THE EXACT OWNER (tagged by a wrong guess): {report.wrong} Pods",
+            ("POD", "ANNOTATED TYPE/NAME", "EXACT TYPE/NAME"),
+            [(e["pod"], e["annotated"], e["exact"]) for e in report.wrong_examples],
+        )
     missing, stale = report.status[MISSING], report.status[STALE]
     if missing or stale:
         lines.append(
@@ -251,13 +291,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json", "yaml"), default="table", help="output format")
 
 
+def owner_index(config: Config, api: Any, notice: Callable[[str], None] = stderr_notice) -> OwnerIndex | None:
+    """The owner caches, listed once, for a door that runs against a cluster (audit, backfill).
+
+    On unless ``ownerLookup: off``: a live run is always "in a cluster". A resource we may not
+    list (403) or cannot reach is said once on stderr; its Pods are answered by the rules.
+    """
+    if config.owner_lookup == "off":
+        return None
+    from webhook.informer import sync_once
+
+    index = OwnerIndex()
+    for failure in sync_once(api.api_client, index):
+        notice(f"owner lookup: cannot list {failure}; those Pods are answered by the built-in rules")
+    return index
+
+
 def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = None, api: Any = None) -> int:
     """Exit 0 when the report was printed (whatever it says); 2 for usage, permission or reach errors."""
-    resolver = build_resolver(config)
     pods: Iterable[PodInput]
     if args.file:
         if args.selector:
             raise CLIError("--selector works on the live cluster only", 2)
+        resolver = build_resolver(config)
         pods = file_pods(args.file, args.namespace or None)
     else:
         scope = live_scope(args)
@@ -265,6 +321,7 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
             from webhook.kubeclient import client_configuration, core_api
 
             api = core_api(client_configuration(config))
+        resolver = build_resolver(config, owner_index(config, api))
         pods = LiveLister(api, scope, notice=stderr_notice)
     if plugins is None:
         plugins = plugin_set_for_cli(config)

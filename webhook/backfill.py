@@ -39,6 +39,7 @@ from webhook.audit import (
     add_scope_arguments,
     assess,
     live_scope,
+    owner_index,
     stderr_notice,
 )
 from webhook.config import Config
@@ -402,11 +403,11 @@ def run(
     scope = live_scope(args)
     if args.qps <= 0 or args.burst < 1:
         raise CLIError("--qps must be > 0 and --burst at least 1", 2)
-    resolver = build_resolver(config)
     if api is None:
         from webhook.kubeclient import client_configuration, core_api
 
         api = core_api(client_configuration(config))
+    resolver = build_resolver(config, owner_index(config, api))
     if plugins is None:
         plugins = plugin_set_for_cli(config)
     limiter = TokenBucket(args.qps, args.burst)
