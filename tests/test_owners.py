@@ -161,8 +161,12 @@ def test_lists_ask_for_metadata_only_and_follow_pages(synced: tuple[FakeAPI, Own
     lists = [r for r in cluster.log if r.path.endswith("/replicasets") and "watch" not in r.query]
     assert [r.query.get("continue") is not None for r in lists] == [False, True, True]  # 5 objects, pages of 2
     assert caches.index.size(RESOURCES[0]) == 5
-    watches = [r for r in cluster.log if r.path.endswith("/replicasets") and r.query.get("watch") == "true"]
-    assert watches and watches[0].query["resourceVersion"] and watches[0].query["allowWatchBookmarks"] == "true"
+
+    def watches() -> list[Any]:
+        return [r for r in cluster.log if r.path.endswith("/replicasets") and r.query.get("watch") == "true"]
+
+    wait_until(lambda: bool(watches()))  # the watch starts right after the list
+    assert watches()[0].query["resourceVersion"] and watches()[0].query["allowWatchBookmarks"] == "true"
 
 
 def test_the_fake_serves_partial_object_metadata_to_that_accept_header(cluster: FakeAPI) -> None:

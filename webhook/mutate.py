@@ -80,7 +80,7 @@ class PodMutator:
                 wait = self.owner_wait_seconds
                 if self.budget_seconds:
                     wait = min(wait, self.budget_seconds / 2)
-                await owners.index.wait_for(ref.group, ref.kind, ref.uid, wait)
+                await owners.index.wait_for(ref, wait)
         return self.handle(request, started)
 
     def handle(self, request: AdmissionRequest, started: float | None = None) -> Decision:

@@ -30,6 +30,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from webhook.types import PodMeta, Resolution
 
 HIT, MISS, FALLBACK = "hit", "miss", "fallback"
@@ -72,12 +74,11 @@ RESOURCES: tuple[Resource, ...] = (
 )
 """Exactly what the ClusterRole grants list/watch on (tests/test_manifests.py checks the two agree)."""
 
-INTERMEDIATE = frozenset({("apps", "ReplicaSet"), ("batch", "Job")})
+_INTERMEDIATE_KINDS = frozenset({"ReplicaSet", "Job"})  # of the cached stores (apps, batch) only
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A controller owner reference: what the chain follows."""
+class Ref(msgspec.Struct, frozen=True, gc=False):
+    """A controller owner reference: what the chain follows (a Struct: built in C)."""
 
     api_version: str
     kind: str
@@ -102,15 +103,33 @@ def format_owner(ref: Ref) -> str:
 
 def controller_ref(owner_refs: object) -> Ref | None:
     """The Pod's reference marked ``controller: true``, well formed, or None."""
+    found = _controller(owner_refs)
+    return None if found is None else Ref(*found)
+
+
+def _controller(owner_refs: object) -> tuple[str, str, str, str] | None:
+    """(apiVersion, kind, name, uid) of the controller reference; the hot path's one pass over the list."""
     if type(owner_refs) is not list:
         return None
     for ref in owner_refs:
         if type(ref) is dict and ref.get("controller") is True:
             api_version, kind, name, uid = ref.get("apiVersion"), ref.get("kind"), ref.get("name"), ref.get("uid")
             if type(api_version) is str and type(kind) is str and type(name) is str and type(uid) is str:
-                return Ref(api_version, kind, name, uid) if kind and name and uid else None
+                return (api_version, kind, name, uid) if kind and name and uid else None
             return None
     return None
+
+
+class _Store:
+    """One resource's cache and its state; the object is found by (apiVersion, kind) in one probe."""
+
+    __slots__ = ("entries", "healthy", "resource", "synced")
+
+    def __init__(self, resource: Resource) -> None:
+        self.resource = resource
+        self.entries: dict[str, str] = {}
+        self.synced = False
+        self.healthy = False
 
 
 class OwnerIndex:
@@ -123,14 +142,24 @@ class OwnerIndex:
 
     def __init__(self, resources: tuple[Resource, ...] = RESOURCES) -> None:
         self.resources = resources
-        self._stores: dict[tuple[str, str], dict[str, str]] = {(r.group, r.kind): {} for r in resources}
-        self._synced: dict[tuple[str, str], bool] = {(r.group, r.kind): False for r in resources}
-        self._healthy: dict[tuple[str, str], bool] = {(r.group, r.kind): False for r in resources}
+        self._stores: dict[tuple[str, str], _Store] = {(r.group, r.kind): _Store(r) for r in resources}
+        # The same stores by (apiVersion, kind), as references spell them: the hot path's one probe.
+        self._by_api: dict[tuple[str, str], _Store] = {
+            (r.api_version, r.kind): self._stores[(r.group, r.kind)] for r in resources}
         self._codes: dict[tuple[str, str], str] = {}
         self._kinds: list[tuple[str, str]] = []
         self._lock = threading.Lock()  # owner codes and waiters; never taken by a read that hits
         self._waiters: dict[str, list[Callable[[], None]]] = {}
         self.counts: dict[str, int] = dict.fromkeys(LOOKUP_RESULTS, 0)
+
+    def store(self, api_version: str, kind: str) -> _Store | None:
+        """The cache of objects referenced as (apiVersion, kind); any version of a cached group/kind."""
+        found = self._by_api.get((api_version, kind))
+        if found is None:
+            found = self._stores.get((group_of(api_version), kind))
+            if found is not None:  # another version of a cached kind (e.g. batch/v1beta1): remember it
+                self._by_api[(api_version, kind)] = found
+        return found
 
     # --- writers (informer threads) -------------------------------------------------------
 
@@ -148,33 +177,34 @@ class OwnerIndex:
                     self._codes[key] = code
         return code + owner.uid + _SEP + owner.name
 
-    def unpack(self, packed: str) -> Ref | None:
+    def unpack(self, packed: str) -> tuple[str, str, str, str] | None:
+        """(apiVersion, kind, name, uid) of a packed reference; None for "no controller"."""
         if not packed:
             return None
         api_version, kind = self._kinds[ord(packed[0]) - 0x21]
-        uid, _, name = packed[1:].partition(_SEP)
-        return Ref(api_version, kind, name, uid)
+        cut = packed.find(_SEP)
+        return api_version, kind, packed[cut + 1:], packed[1:cut]
 
     def replace(self, resource: Resource, entries: dict[str, str]) -> None:
         """A complete list: the store becomes ``entries`` at once (readers see old or new, never half)."""
-        self._stores[(resource.group, resource.kind)] = entries
-        self._synced[(resource.group, resource.kind)] = True
-        self._healthy[(resource.group, resource.kind)] = True
+        store = self._stores[(resource.group, resource.kind)]
+        store.entries = entries
+        store.synced = store.healthy = True
         if self._waiters:
             for uid in [u for u in self._waiters if u in entries]:
                 self._wake(uid)
 
     def put(self, resource: Resource, uid: str, packed: str) -> None:
-        self._stores[(resource.group, resource.kind)][uid] = packed
+        self._stores[(resource.group, resource.kind)].entries[uid] = packed
         if self._waiters:
             self._wake(uid)
 
     def delete(self, resource: Resource, uid: str) -> None:
-        self._stores[(resource.group, resource.kind)].pop(uid, None)
+        self._stores[(resource.group, resource.kind)].entries.pop(uid, None)
 
     def set_healthy(self, resource: Resource, healthy: bool) -> None:
         """False while the watch of ``resource`` is broken: a missing owner is then not waited for."""
-        self._healthy[(resource.group, resource.kind)] = healthy
+        self._stores[(resource.group, resource.kind)].healthy = healthy
 
     def _wake(self, uid: str) -> None:
         with self._lock:
@@ -185,24 +215,28 @@ class OwnerIndex:
     # --- readers ----------------------------------------------------------------------------
 
     def size(self, resource: Resource) -> int:
-        return len(self._stores[(resource.group, resource.kind)])
+        return len(self._stores[(resource.group, resource.kind)].entries)
+
+    def entries(self, resource: Resource) -> dict[str, str]:
+        return self._stores[(resource.group, resource.kind)].entries
 
     def synced(self, resource: Resource | None = None) -> bool:
         if resource is None:
-            return all(self._synced.values())
-        return self._synced[(resource.group, resource.kind)]
+            return all(s.synced for s in self._stores.values())
+        return self._stores[(resource.group, resource.kind)].synced
 
-    def cached(self, group: str, kind: str) -> bool:
-        return (group, kind) in self._stores
+    def store_state(self, group: str, kind: str) -> tuple[bool, bool]:
+        store = self._stores[(group, kind)]
+        return store.synced, store.healthy
 
-    def get(self, group: str, kind: str, uid: str) -> str | None:
-        store = self._stores.get((group, kind))
-        return None if store is None else store.get(uid)
+    def get(self, api_version: str, kind: str, uid: str) -> str | None:
+        store = self.store(api_version, kind)
+        return None if store is None else store.entries.get(uid)
 
-    async def wait_for(self, group: str, kind: str, uid: str, timeout: float) -> bool:
-        """Until ``uid`` is in the ``kind`` cache or ``timeout`` seconds pass; never blocks the loop."""
+    async def wait_for(self, ref: Ref, timeout: float) -> bool:
+        """Until ``ref`` is in its cache or ``timeout`` seconds pass; never blocks the loop."""
         if timeout <= 0:
-            return self.get(group, kind, uid) is not None
+            return self.get(ref.api_version, ref.kind, ref.uid) is not None
         loop = asyncio.get_running_loop()
         arrived = asyncio.Event()
 
@@ -210,21 +244,21 @@ class OwnerIndex:
             loop.call_soon_threadsafe(arrived.set)
 
         with self._lock:  # a writer puts before it takes the lock: we see the entry or it sees us
-            if self.get(group, kind, uid) is not None:
+            if self.get(ref.api_version, ref.kind, ref.uid) is not None:
                 return True
-            self._waiters.setdefault(uid, []).append(wake)
+            self._waiters.setdefault(ref.uid, []).append(wake)
         try:
             await asyncio.wait_for(arrived.wait(), timeout)
         except TimeoutError:
             pass
         finally:
             with self._lock:
-                waiting = self._waiters.get(uid)
+                waiting = self._waiters.get(ref.uid)
                 if waiting is not None and wake in waiting:
                     waiting.remove(wake)
                     if not waiting:
-                        del self._waiters[uid]
-        return self.get(group, kind, uid) is not None
+                        del self._waiters[ref.uid]
+        return self.get(ref.api_version, ref.kind, ref.uid) is not None
 
     def waiting(self) -> int:
         with self._lock:
@@ -235,74 +269,80 @@ class OwnerIndex:
         counts, self.counts = self.counts, dict.fromkeys(LOOKUP_RESULTS, 0)
         return counts
 
-    def store_state(self, group: str, kind: str) -> tuple[bool, bool]:
-        key = (group, kind)
-        return self._synced[key], self._healthy[key]
-
 
 AcceptType = Callable[[str], "str | None"]
 
 
 class OwnerLookup:
-    """Resolves a Pod from the caches; see the module docstring for the chain rules."""
+    """Resolves a Pod from the caches; see the module docstring for the chain rules.
+
+    Per review: one pass over the Pod's owner references, one dict probe for the cache, one for
+    the entry, and as many more as the chain is deep; nothing is built unless it is returned.
+    """
 
     def __init__(self, index: OwnerIndex, accept_type: AcceptType) -> None:
         self.index = index
         self.accept_type = accept_type
+        self._accepted: dict[str, str | None] = {}  # owner kind -> accepted workload type, memoised
 
     def pending(self, pod: PodMeta) -> Ref | None:
         """The Pod's controller when it is worth waiting for: of a cached kind, its cache synced and
         its watch healthy, and not in the cache yet (created a moment before the Pod). Not counted."""
-        ref = controller_ref(pod.owner_references)
-        if ref is None:
+        found = _controller(pod.owner_references)
+        if found is None:
             return None
-        group = ref.group
-        if not self.index.cached(group, ref.kind):
+        store = self.index.store(found[0], found[1])
+        if store is None or not (store.synced and store.healthy) or found[3] in store.entries:
             return None
-        synced, healthy = self.index.store_state(group, ref.kind)
-        if not (synced and healthy) or self.index.get(group, ref.kind, ref.uid) is not None:
-            return None
-        return ref
+        return Ref(*found)
 
     def resolve(self, pod: PodMeta) -> Resolution | None:
         """The exact answer, or None (counted as miss or fallback) for the rules to answer."""
-        ref = controller_ref(pod.owner_references)
-        if ref is None:
+        found = _controller(pod.owner_references)
+        if found is None:
             return None
         index = self.index
-        group, kind = ref.group, ref.kind
-        if not index.cached(group, kind):
+        store = index.store(found[0], found[1])
+        if store is None:
             return None  # not a kind we cache (a custom resource, ReplicationController): the rules know it
-        counts = index.counts
-        synced, healthy = index.store_state(group, kind)
-        packed = index.get(group, kind, ref.uid) if synced else None
+        packed = store.entries.get(found[3]) if store.synced else None
         if packed is None:
-            counts[MISS if synced and healthy else FALLBACK] += 1
+            index.counts[MISS if store.synced and store.healthy else FALLBACK] += 1
             return None
-        workload = ref
-        wtype = kind
+        workload = found
+        wtype = found[1]
         owner = index.unpack(packed)
-        if owner is not None and (group, kind) in INTERMEDIATE:
-            accepted = self.accept_type(owner.kind)
+        if owner is not None and store.resource.kind in _INTERMEDIATE_KINDS:
+            accepted = self._accept(owner[1])
             if accepted is not None:
                 workload, wtype = owner, accepted
-        root = self.root(workload, owner if workload is ref else None)
-        counts[HIT] += 1
-        return Resolution(wtype, workload.name, None, EXACT, format_owner(root) if root is not workload else None)
+        root = self._root(workload, owner if workload is found else None)
+        index.counts[HIT] += 1
+        return Resolution(wtype, workload[2], None, EXACT, None if root is workload else format_owner(Ref(*root)))
 
-    def root(self, start: Ref, known_owner: Ref | None = None) -> Ref:
+    def _accept(self, kind: str) -> str | None:
+        try:
+            return self._accepted[kind]
+        except KeyError:
+            accepted = self._accepted[kind] = self.accept_type(kind)
+            return accepted
+
+    def _root(self, start: tuple[str, str, str, str],
+              known_owner: tuple[str, str, str, str] | None) -> tuple[str, str, str, str]:
         """Follow controller references from ``start`` while the owner is cached; the last one reached."""
-        current = start
-        owner = known_owner
+        current, owner = start, known_owner
         for _ in range(MAX_DEPTH):
             if owner is None:
-                if not self.index.cached(current.group, current.kind):
-                    return current
-                packed = self.index.get(current.group, current.kind, current.uid)
-                if not packed:  # not cached yet (we stop here) or no controller (the top)
+                store = self.index.store(current[0], current[1])
+                packed = store.entries.get(current[3]) if store is not None else None
+                if not packed:  # uncached kind, not cached yet (we stop here), or no controller (the top)
                     return current
                 owner = self.index.unpack(packed)
                 if owner is None:
                     return current
             current, owner = owner, None
         return current
+
+    def root(self, start: Ref) -> Ref:
+        """:meth:`_root` for a :class:`Ref` (the CLI doors and tests)."""
+        return Ref(*self._root((start.api_version, start.kind, start.name, start.uid), None))
