@@ -61,26 +61,30 @@ class PodMutator:
         """:meth:`handle`, after a bounded wait for a Pod's owner the owner caches have not seen yet.
 
         The seam between the synchronous resolution and the owner caches: the lookup itself never
-        waits (it reads dicts); only here, when the Pod's controller is of a cached kind whose
-        watch is healthy but is not in the cache (created a moment before the Pod), the review
-        awaits that uid's arrival, at most ``owner_wait_seconds`` and at most half the review
-        budget, so the rest of the review keeps its time. Other reviews run meanwhile (it is an
-        await on the event loop); then :meth:`handle` answers, exactly or by the rules.
+        waits (it reads dicts). The first, synchronous pass runs with misses deferred: when the
+        Pod's controller is of a cached kind whose watch is healthy but is not in the cache yet
+        (created a moment before the Pod), the lookup leaves it in ``missing`` instead of answering.
+        Only then does the review await that uid's arrival, at most ``owner_wait_seconds`` and at
+        most half the review budget (the rest of the review keeps its time), while other reviews run
+        on the loop; then :meth:`handle` answers again, exactly or by the rules. Everyday reviews
+        take the first pass only.
         """
         started = self.clock()
         owners = self.resolver.owners
-        if owners is not None and self.owner_wait_seconds > 0 and request.operation in self.operations:
-            try:
-                obj = request.object
-                pod = obj if type(obj) is PodObject else PodObject.of(obj) if isinstance(obj, dict) else None
-                ref = owners.pending(pod.meta) if pod is not None and request.is_pod else None
-            except Exception:  # a malformed object: handle() answers it (allowed, counted)
-                ref = None
-            if ref is not None:
-                wait = self.owner_wait_seconds
-                if self.budget_seconds:
-                    wait = min(wait, self.budget_seconds / 2)
-                await owners.index.wait_for(ref, wait)
+        if owners is None or self.owner_wait_seconds <= 0:
+            return self.handle(request, started)
+        owners.defer_misses = True
+        try:
+            decision = self.handle(request, started)
+        finally:
+            owners.defer_misses = False
+            ref, owners.missing = owners.missing, None
+        if ref is None:
+            return decision
+        wait = self.owner_wait_seconds
+        if self.budget_seconds:
+            wait = min(wait, self.budget_seconds / 2)
+        await owners.index.wait_for(ref, wait)
         return self.handle(request, started)
 
     def handle(self, request: AdmissionRequest, started: float | None = None) -> Decision:

@@ -284,6 +284,12 @@ class OwnerLookup:
         self.index = index
         self.accept_type = accept_type
         self._accepted: dict[str, str | None] = {}  # owner kind -> accepted workload type, memoised
+        # The async seam (PodMutator.handle_async): while ``defer_misses`` is set, a miss on healthy
+        # caches is not counted but left in ``missing`` for the caller to wait for, then ask again.
+        # Set and cleared around one synchronous resolution on the event loop, so reviews never see
+        # each other's.
+        self.defer_misses = False
+        self.missing: Ref | None = None
 
     def pending(self, pod: PodMeta) -> Ref | None:
         """The Pod's controller when it is worth waiting for: of a cached kind, its cache synced and
@@ -307,7 +313,12 @@ class OwnerLookup:
             return None  # not a kind we cache (a custom resource, ReplicationController): the rules know it
         packed = store.entries.get(found[3]) if store.synced else None
         if packed is None:
-            index.counts[MISS if store.synced and store.healthy else FALLBACK] += 1
+            if not (store.synced and store.healthy):
+                index.counts[FALLBACK] += 1
+            elif self.defer_misses:
+                self.missing = Ref(*found)
+            else:
+                index.counts[MISS] += 1
             return None
         workload = found
         wtype = found[1]
