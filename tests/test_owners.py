@@ -12,17 +12,22 @@ import asyncio
 import base64
 import io
 import json
+import socket
+import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ServerFactory
+from tests.conftest import ServerFactory, TLSFiles
 from tests.factories import owner, pod, review
-from tests.fakeapi import FakeAPI, FakeCluster, Fault, serve
-from webhook import audit, backfill
-from webhook.config import Config
+from tests.fakeapi import FakeAPI, FakeCluster, Fault, serve, write_kubeconfig
+from webhook import app, audit, backfill
+from webhook.config import Config, load
 from webhook.informer import LIST_ACCEPT, OwnerCaches, sync_once
 from webhook.mutate import PodMutator
 from webhook.owners import EXACT, FALLBACK, HIT, MISS, RESOURCES, OwnerIndex
@@ -67,6 +72,12 @@ def pod_of(api_version: str, kind: str, name: str, labels: dict[str, str] | None
     meta = pod(generate_name=f"{name}-", labels=labels, owners=[owner(api_version, kind, name)])["metadata"]
     meta["creationTimestamp"] = created
     return PodMeta.of(meta)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -435,3 +446,65 @@ def test_backfill_rewrites_a_wrong_guess_with_the_exact_owner() -> None:
     assert (notes[PREFIX + "workload-type"], notes[PREFIX + "workload-name"], notes[PREFIX + "resolved-by"]) == (
         "Job", f"report-{CRON_MINUTES}", EXACT)
     assert cluster.pods["default/canary-a"]["metadata"]["annotations"][PREFIX + "workload-type"] == "Rollout"
+
+
+# --- `serve` wired end to end --------------------------------------------------------------------
+
+
+def test_serve_with_owner_lookup_end_to_end(cluster: FakeAPI, tls_files: TLSFiles, tmp_path: Path) -> None:
+    """app.serve builds the caches from the kubeconfig, answers from them, exposes their metrics, stops."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", cluster.url)
+    port, metrics_port = free_port(), free_port()
+    config = load(None, {
+        "host": "127.0.0.1", "port": port, "metrics_port": metrics_port, "cert_file": str(tls_files.cert),
+        "key_file": str(tls_files.key), "kubeconfig": str(kubeconfig), "plugin_source": "none",
+        "shutdown_drain_s": 0, "owner_lookup": "on",
+    }, {})
+    holder: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        async def main() -> None:
+            holder["stop"] = asyncio.Event()
+            holder["loop"] = asyncio.get_running_loop()
+            await app.serve(config, holder["stop"])
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ctx = ssl.create_default_context(cafile=str(tls_files.ca))
+    ctx.check_hostname = False
+
+    def annotations() -> dict[str, str]:
+        body = review(pod(name="pg-0", owners=[owner("apps/v1", "StatefulSet", "pg")]))
+        req = urllib.request.Request(f"https://127.0.0.1:{port}/mutate", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=5) as resp:
+                answer = json.loads(resp.read())["response"]
+        except OSError:
+            return {}
+        ops = json.loads(base64.b64decode(answer["patch"]))
+        return {k.removeprefix(PREFIX): v for k, v in ops[0]["value"].items()}
+
+    try:
+        wait_until(lambda: annotations().get("resolved-by") == EXACT, timeout=30)
+        assert annotations()["root-owner"] == "PostgresCluster.postgres-operator.crunchydata.com/hippo"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            exposition = resp.read().decode()
+        hits = [line for line in exposition.splitlines()
+                if line.startswith('workload_tagger_owner_lookups_total{result="hit"}')]
+        assert hits and float(hits[0].split()[1]) >= 2
+        assert 'workload_tagger_owner_cache_synced{resource="statefulsets.apps"} 1.0' in exposition
+        assert 'workload_tagger_owner_cache_objects{resource="replicasets.apps"} 5.0' in exposition
+        assert 'workload_tagger_resolutions_total{source="owners",workload_type="StatefulSet"}' in exposition
+    finally:
+        if "loop" in holder:
+            holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("owners-")]  # the cache threads stopped

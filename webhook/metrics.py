@@ -483,14 +483,14 @@ PLUGIN_CALLS = PluginTally()
 FLUSH_SECONDS = 1.0
 
 
-_BULK_SOURCES: list[Callable[[], None]] = []
+_BULK_SOURCES: dict[str, Callable[[], None]] = {}  # by name: a later registration replaces an earlier one
 
 
 def flush_tallies() -> None:
     """Everything counted in bulk into the Prometheus metrics: before any read, and periodically."""
     REVIEWS.flush()
     PLUGIN_CALLS.flush()
-    for flush in _BULK_SOURCES:
+    for flush in list(_BULK_SOURCES.values()):
         flush()
 
 
@@ -635,7 +635,7 @@ class OwnerMetrics:
                 if count:
                     OWNER_LOOKUPS.labels(result).inc(count)
 
-        _BULK_SOURCES.append(flush)
+        _BULK_SOURCES["owner_lookups"] = flush
 
     def synced(self, resource: str, ok: bool, objects: int) -> None:
         OWNER_CACHE_SYNCED.labels(resource).set(1 if ok else 0)
