@@ -30,7 +30,7 @@ from webhook import app, audit, backfill
 from webhook.config import Config, load
 from webhook.informer import LIST_ACCEPT, OwnerCaches, sync_once
 from webhook.mutate import PodMutator
-from webhook.owners import EXACT, FALLBACK, HIT, MISS, RESOURCES, OwnerIndex
+from webhook.owners import EXACT, FALLBACK, HIT, MISS, RESOURCES, OwnerIndex, Ref
 from webhook.plugins import EMPTY
 from webhook.resolver import Resolver, ResolverSettings
 from webhook.rules import user_rules
@@ -508,3 +508,19 @@ def test_serve_with_owner_lookup_end_to_end(cluster: FakeAPI, tls_files: TLSFile
         thread.join(timeout=30)
     assert not thread.is_alive() and errors == []
     assert not [t for t in threading.enumerate() if t.name.startswith("owners-")]  # the cache threads stopped
+
+
+async def test_a_relist_wakes_a_waiting_review_too() -> None:
+    """The owner may arrive by a relist (after 410) instead of a watch event: the waiter wakes either way."""
+    index = OwnerIndex()
+    for resource in RESOURCES:
+        index.replace(resource, {})
+    ref = Ref("apps/v1", "ReplicaSet", "x-1", "uid-x-1")
+    waiting = asyncio.create_task(index.wait_for(ref, 5.0))
+    await asyncio.sleep(0.05)
+    assert index.waiting() == 1
+    writer = threading.Thread(target=index.replace, args=(RESOURCES[0], {"uid-x-1": ""}))
+    writer.start()
+    assert await asyncio.wait_for(waiting, 2) is True
+    writer.join(5)
+    assert index.waiting() == 0

@@ -26,6 +26,7 @@ not synced, API unreachable or forbidden). Misses and fallbacks leave the answer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,7 +192,9 @@ class OwnerIndex:
         store.entries = entries
         store.synced = store.healthy = True
         if self._waiters:
-            for uid in [u for u in self._waiters if u in entries]:
+            with self._lock:  # the loop adds and removes waiters meanwhile
+                arrived = [u for u in self._waiters if u in entries]
+            for uid in arrived:
                 self._wake(uid)
 
     def put(self, resource: Resource, uid: str, packed: str) -> None:
@@ -241,7 +244,8 @@ class OwnerIndex:
         arrived = asyncio.Event()
 
         def wake() -> None:  # on a writer thread
-            loop.call_soon_threadsafe(arrived.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown): nobody waits
+                loop.call_soon_threadsafe(arrived.set)
 
         with self._lock:  # a writer puts before it takes the lock: we see the entry or it sees us
             if self.get(ref.api_version, ref.kind, ref.uid) is not None:
