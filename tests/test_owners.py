@@ -353,6 +353,16 @@ async def test_owner_that_never_arrives_gets_the_rules_after_the_bounded_wait(
                                                                                  "builtin:deployment")
     assert caches.index.drain_counts()[MISS] == 1
     assert caches.index.waiting() == 0  # nothing left behind
+    # The watch catches up later: the ReplicaSet's next Pod gets the exact answer at once.
+    cluster = synced[0]
+    await asyncio.get_running_loop().run_in_executor(
+        None, add, cluster, workload("ReplicaSet", "ghost-abc", ("apps/v1", "Deployment", "ghost")))
+    deadline = time.monotonic() + 10
+    while caches.index.get("apps/v1", "ReplicaSet", uid_of("apps/v1", "ReplicaSet", "ghost-abc")) is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    got = await asyncio.wait_for(post_review(srv, ghost), 5)
+    assert (got["workload-type"], got["resolved-by"]) == ("Deployment", EXACT)
 
 
 async def test_the_wait_never_exceeds_half_the_review_budget(synced: tuple[FakeAPI, OwnerCaches]) -> None:
@@ -524,3 +534,15 @@ async def test_a_relist_wakes_a_waiting_review_too() -> None:
     assert await asyncio.wait_for(waiting, 2) is True
     writer.join(5)
     assert index.waiting() == 0
+
+
+def test_owner_lookup_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert not Config().effective_owner_lookup()  # `make run`, a laptop: off
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert Config().effective_owner_lookup() and not Config(owner_lookup="off").effective_owner_lookup()
+    assert load(None, {}, {"WORKLOAD_TAGGER_OWNER_LOOKUP": "on"}).owner_lookup == "on"
+    with pytest.raises(ValueError, match="ownerLookup must be auto, on or off"):
+        load(None, {"owner_lookup": "maybe"}, {})
+    with pytest.raises(ValueError, match="ownerWaitMs"):
+        load(None, {"owner_wait_ms": -1}, {})
