@@ -239,5 +239,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
             await asyncio.to_thread(source.stop)
         if owner_caches is not None:
             await asyncio.to_thread(owner_caches.stop)
+            metrics.flush_tallies()  # the last lookups counted, then no more from these caches
+            metrics.count_lookups_stop()
         if stop_renewal is not None:
             stop_renewal()

@@ -614,6 +614,11 @@ class SourceMetrics:
         SOURCE_WATCH_RESTARTS.labels(source, reason if reason in WATCH_RESTART_REASONS else OTHER).inc()
 
 
+def count_lookups_stop() -> None:
+    """Stop flushing owner lookup counts (the caches are gone: tests, shutdown)."""
+    _BULK_SOURCES.pop("owner_lookups", None)
+
+
 class OwnerMetrics:
     """The :class:`webhook.informer.CacheObserver` that feeds the owner cache metrics, and the bulk
     flush of the lookup counts the :class:`webhook.owners.OwnerIndex` keeps as plain numbers."""
