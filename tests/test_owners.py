@@ -30,7 +30,7 @@ from webhook import app, audit, backfill
 from webhook.config import Config, load
 from webhook.informer import LIST_ACCEPT, OwnerCaches, sync_once
 from webhook.mutate import PodMutator
-from webhook.owners import EXACT, FALLBACK, HIT, MISS, RESOURCES, OwnerIndex, Ref
+from webhook.owners import DEFERRED_MISSES, EXACT, FALLBACK, HIT, MISS, RESOURCES, OwnerIndex, Ref
 from webhook.plugins import EMPTY
 from webhook.resolver import Resolver, ResolverSettings
 from webhook.rules import user_rules
@@ -546,3 +546,29 @@ def test_owner_lookup_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         load(None, {"owner_lookup": "maybe"}, {})
     with pytest.raises(ValueError, match="ownerWaitMs"):
         load(None, {"owner_wait_ms": -1}, {})
+
+
+async def test_deferred_misses_belong_to_their_own_review() -> None:
+    """A review waiting (or awaiting anything) with misses deferred never takes another review's miss."""
+    index = OwnerIndex()
+    for resource in RESOURCES:
+        index.replace(resource, {})
+    resolver = Resolver(owners=index)
+    first_pod, second_pod = pod_of("apps/v1", "ReplicaSet", "a-1"), pod_of("apps/v1", "ReplicaSet", "b-1")
+    first_missed: list[Ref] = []
+    paused, resumed = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        DEFERRED_MISSES.set(first_missed)  # this task's own context
+        paused.set()
+        await resumed.wait()  # another review runs meanwhile
+        resolver.resolve_pod(first_pod)
+
+    async def second() -> None:
+        await paused.wait()
+        resolver.resolve_pod(second_pod)  # not deferring: an ordinary, counted miss
+        resumed.set()
+
+    await asyncio.wait_for(asyncio.gather(first(), second()), 5)
+    assert [r.name for r in first_missed] == ["a-1"]
+    assert index.drain_counts() == {HIT: 0, MISS: 1, FALLBACK: 0}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import msgspec
 
 from webhook.admission import AdmissionRequest, AdmissionResponse, PodObject
+from webhook.owners import DEFERRED_MISSES, Ref
 from webhook.patch import DEFAULT_PREFIX, PatchBuilder
 from webhook.plugins import PluginSet
 from webhook.resolver import Resolver
@@ -63,7 +64,8 @@ class PodMutator:
         The seam between the synchronous resolution and the owner caches: the lookup itself never
         waits (it reads dicts). The first, synchronous pass runs with misses deferred: when the
         Pod's controller is of a cached kind whose watch is healthy but is not in the cache yet
-        (created a moment before the Pod), the lookup leaves it in ``missing`` instead of answering.
+        (created a moment before the Pod), the lookup leaves it in ``owners.DEFERRED_MISSES`` (a
+        context variable: per review task) instead of counting a miss.
         Only then does the review await that uid's arrival, at most ``owner_wait_seconds`` and at
         most half the review budget (the rest of the review keeps its time), while other reviews run
         on the loop; then :meth:`handle` answers again, exactly or by the rules. Everyday reviews
@@ -73,18 +75,18 @@ class PodMutator:
         owners = self.resolver.owners
         if owners is None or self.owner_wait_seconds <= 0:
             return self.handle(request, started)
-        owners.defer_misses = True
+        missed: list[Ref] = []
+        token = DEFERRED_MISSES.set(missed)
         try:
             decision = self.handle(request, started)
         finally:
-            owners.defer_misses = False
-            ref, owners.missing = owners.missing, None
-        if ref is None:
+            DEFERRED_MISSES.reset(token)
+        if not missed:
             return decision
         wait = self.owner_wait_seconds
         if self.budget_seconds:
             wait = min(wait, self.budget_seconds / 2)
-        await owners.index.wait_for(ref, wait)
+        await owners.index.wait_for(missed[0], wait)
         return self.handle(request, started)
 
     def handle(self, request: AdmissionRequest, started: float | None = None) -> Decision:

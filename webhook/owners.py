@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import msgspec
@@ -276,6 +277,13 @@ class OwnerIndex:
 
 AcceptType = Callable[[str], "str | None"]
 
+DEFERRED_MISSES: ContextVar[list[Ref] | None] = ContextVar("workload_tagger_deferred_owner_misses", default=None)
+"""The async seam (``PodMutator.handle_async``): while a review's task holds a list here, a lookup
+that misses on healthy caches appends the owner's reference to it instead of counting a miss, so
+the review can wait for that owner and ask again. A context variable, not an attribute: each
+review runs in its own task, so reviews interleaved on the loop (at any await) never see each
+other's."""
+
 
 class OwnerLookup:
     """Resolves a Pod from the caches; see the module docstring for the chain rules.
@@ -288,12 +296,6 @@ class OwnerLookup:
         self.index = index
         self.accept_type = accept_type
         self._accepted: dict[str, str | None] = {}  # owner kind -> accepted workload type, memoised
-        # The async seam (PodMutator.handle_async): while ``defer_misses`` is set, a miss on healthy
-        # caches is not counted but left in ``missing`` for the caller to wait for, then ask again.
-        # Set and cleared around one synchronous resolution on the event loop, so reviews never see
-        # each other's.
-        self.defer_misses = False
-        self.missing: Ref | None = None
 
     def pending(self, pod: PodMeta) -> Ref | None:
         """The Pod's controller when it is worth waiting for: of a cached kind, its cache synced and
@@ -319,10 +321,12 @@ class OwnerLookup:
         if packed is None:
             if not (store.synced and store.healthy):
                 index.counts[FALLBACK] += 1
-            elif self.defer_misses:
-                self.missing = Ref(*found)
             else:
-                index.counts[MISS] += 1
+                deferred = DEFERRED_MISSES.get()
+                if deferred is None:
+                    index.counts[MISS] += 1
+                else:
+                    deferred.append(Ref(*found))
             return None
         workload = found
         wtype = found[1]
