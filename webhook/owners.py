@@ -103,12 +103,6 @@ def format_owner(ref: Ref) -> str:
     return f"{ref.kind}.{group}/{ref.name}" if group else f"{ref.kind}/{ref.name}"
 
 
-def controller_ref(owner_refs: object) -> Ref | None:
-    """The Pod's reference marked ``controller: true``, well formed, or None."""
-    found = _controller(owner_refs)
-    return None if found is None else Ref(*found)
-
-
 def _controller(owner_refs: object) -> tuple[str, str, str, str] | None:
     """(apiVersion, kind, name, uid) of the controller reference; the hot path's one pass over the list."""
     if type(owner_refs) is not list:
@@ -297,17 +291,6 @@ class OwnerLookup:
         self.accept_type = accept_type
         self._accepted: dict[str, str | None] = {}  # owner kind -> accepted workload type, memoised
 
-    def pending(self, pod: PodMeta) -> Ref | None:
-        """The Pod's controller when it is worth waiting for: of a cached kind, its cache synced and
-        its watch healthy, and not in the cache yet (created a moment before the Pod). Not counted."""
-        found = _controller(pod.owner_references)
-        if found is None:
-            return None
-        store = self.index.store(found[0], found[1])
-        if store is None or not (store.synced and store.healthy) or found[3] in store.entries:
-            return None
-        return Ref(*found)
-
     def resolve(self, pod: PodMeta) -> Resolution | None:
         """The exact answer, or None (counted as miss or fallback) for the rules to answer."""
         found = _controller(pod.owner_references)
@@ -361,7 +344,3 @@ class OwnerLookup:
                     return current
             current, owner = owner, None
         return current
-
-    def root(self, start: Ref) -> Ref:
-        """:meth:`_root` for a :class:`Ref` (the CLI doors and tests)."""
-        return Ref(*self._root((start.api_version, start.kind, start.name, start.uid), None))
