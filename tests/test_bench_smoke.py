@@ -45,3 +45,17 @@ def test_server_benchmark_runs_every_server_and_reports_ratios(tmp_path: Path,
     names = [t.name for t in targets]
     assert any("throughput >= 0.75 x ceiling" in n for n in names)
     assert "no failed requests during the benchmark" in render(targets)
+
+
+def test_owner_bench_runs_in_miniature(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The owner-lookup bench end to end at 3,000 ReplicaSets, in-process part only (no wrk cells)."""
+    from bench import owners_bench
+
+    monkeypatch.setenv("BENCH_OWNERS_SERVER", "0")
+    targets = owners_bench.main(3_000)
+    counts = owners_bench.cluster_counts(3_000)
+    out = capsys.readouterr().out
+    assert f"{sum(counts.values()) + 2:,}" in out  # every object cached, plus the everyday Pod's owners
+    names = [t.name for t in targets]
+    assert any("RSS <=" in n for n in names) and any("lookup per review" in n for n in names)
+    assert "review path, everyday 4 KB, lookup on" in out

@@ -4,7 +4,9 @@ once per workload, and neither changes an answer (the fuzz tests compare against
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+from typing import Any
 
 import msgspec
 import orjson
@@ -71,6 +73,17 @@ def test_pods_of_one_workload_share_one_precomputed_patch() -> None:
         "/metadata/annotations/resource.opentelemetry.io~1k8s.replicaset.uid"]
 
 
+def created_at(minutes: int) -> str:
+    """The creationTimestamp of a Pod a CronJob's Job created at its scheduled minute."""
+    return dt.datetime.fromtimestamp(minutes * 60 + 30, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scheduled_pod(minutes: int) -> dict[str, Any]:
+    obj = pod(generate_name="r-", annotations={"team": "shop"}, owners=[owner("batch/v1", "Job", f"r-{minutes}")])
+    obj["metadata"]["creationTimestamp"] = created_at(minutes)
+    return obj
+
+
 def test_a_patch_is_keyed_by_the_owner_reference_whose_name_and_uid_it_carries() -> None:
     """Pods of two Jobs of one CronJob resolve alike (CronJob nightly-report) but name different Jobs."""
     mutator = PodMutator(Resolver(), lambda: EMPTY)
@@ -78,6 +91,7 @@ def test_a_patch_is_keyed_by_the_owner_reference_whose_name_and_uid_it_carries()
     for minutes in (29_400_420, 29_400_480):
         job = owner("batch/v1", "Job", f"nightly-report-{minutes}")
         obj = pod(generate_name=f"nightly-report-{minutes}-", annotations={"team": "shop"}, owners=[job])
+        obj["metadata"]["creationTimestamp"] = created_at(minutes)  # a CronJob's Pod: created at its schedule
         decision = mutator.handle(admission.decode_for_mutation(orjson.dumps(review(obj))))
         assert decision.response.patch is not None
         patches.append({op["path"].rsplit("~1", 1)[1]: op["value"] for op in decision.response.patch.ops})
@@ -86,9 +100,8 @@ def test_a_patch_is_keyed_by_the_owner_reference_whose_name_and_uid_it_carries()
     assert patches[0]["k8s.job.uid"] != patches[1]["k8s.job.uid"]
     # Without the OpenTelemetry annotations the owner changes nothing: both Pods share one patch.
     plain = PodMutator(Resolver(), lambda: EMPTY, otel_annotations=False)
-    shared = [plain.handle(admission.decode_for_mutation(orjson.dumps(review(pod(
-        generate_name="r-", annotations={"team": "shop"}, owners=[owner("batch/v1", "Job", f"r-{m}")]))))).response.patch
-        for m in (29_400_420, 29_400_480)]
+    shared = [plain.handle(admission.decode_for_mutation(orjson.dumps(review(scheduled_pod(m))))).response.patch
+              for m in (29_400_420, 29_400_480)]
     assert shared[0] is not None and shared[0] is shared[1]
 
 

@@ -15,12 +15,14 @@ import pytest
 import yaml
 
 from webhook.certs.generate import service_names
+from webhook.cluster.owner_cache import RESOURCES
 from webhook.config import Config, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
 K8S_VERSION = "1.30.0"  # the version the README states; kubernetes-validate ships its schemas
-TARGETS = ["", "base", "overlays/cert-manager", "overlays/servicemonitor", "overlays/networkpolicy"]
+TARGETS = ["", "base", "overlays/cert-manager", "overlays/servicemonitor", "overlays/networkpolicy",
+           "overlays/no-owner-lookup"]
 NS = "workload-tagger"
 # CRDs are not in the Kubernetes schemas: their shape is checked by hand below.
 CRD_KINDS = {
@@ -262,7 +264,9 @@ def test_cert_manager_overlay_wires_injection_and_drops_selfcert_rbac() -> None:
     }
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert ("Role", "workload-tagger-selfcerts") not in kinds
-    assert not [o for o in objs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+    # Was: no cluster-scoped grant at all; since owner lookup, the read-only owners grant remains.
+    assert {(o["kind"], o["metadata"]["name"]) for o in objs if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}} == {
+        ("ClusterRole", OWNERS_ROLE), ("ClusterRoleBinding", OWNERS_ROLE)}
     assert ("Role", "workload-tagger-plugins") in kinds
 
 
@@ -369,14 +373,46 @@ def verbs_called_by(module: Path) -> dict[tuple[str, str], set[str]]:
     return calls
 
 
+OWNERS_ROLE = "workload-tagger-owners"
+# What the owner caches list and watch (webhook/cluster/owner_cache.py); raw calls, so read from the code's table.
+OWNER_GRANTS = {(r.group, r.plural): {"list", "watch"} for r in RESOURCES}
+
+
 def allowed_verbs(target: str) -> dict[tuple[str, str], set[str]]:
-    """What the webhook's own code uses in a build; the cert-manager overlay has no self-managed certs."""
+    """What the webhook's own code uses in a build; the cert-manager overlay has no self-managed certs,
+    the no-owner-lookup overlay no owner caches."""
     modules = [CONFIGMAP_SOURCE] if target == "overlays/cert-manager" else [CONFIGMAP_SOURCE, SELFCERTS]
     allowed: dict[tuple[str, str], set[str]] = {}
     for module in modules:
         for resource, verbs in verbs_called_by(module).items():
             allowed.setdefault(resource, set()).update(verbs)
+    if target != "overlays/no-owner-lookup":
+        for resource, verbs in OWNER_GRANTS.items():
+            allowed.setdefault(resource, set()).update(verbs)
     return allowed
+
+
+def test_owner_caches_ask_for_exactly_the_granted_resources() -> None:
+    role = one(build("base"), "ClusterRole", OWNERS_ROLE)
+    granted = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted == OWNER_GRANTS
+    assert env(build("base"))[env_name("owner_lookup")] == "on"
+
+
+def test_recommend_and_the_manifests_readme_name_the_owner_grants() -> None:
+    from webhook.commands.recommend import owner_lookup_note
+
+    readme = (MANIFESTS / "README.md").read_text()
+    for _, plural in OWNER_GRANTS:
+        assert plural in owner_lookup_note() and plural in readme
+    assert "overlays/no-owner-lookup" in owner_lookup_note() and "overlays/no-owner-lookup" in readme
+
+
+def test_no_owner_lookup_overlay_turns_it_off_and_drops_the_grant() -> None:
+    objs = build("overlays/no-owner-lookup")
+    assert env(objs)[env_name("owner_lookup")] == "off"
+    assert not [o for o in objs if o["metadata"]["name"] == OWNERS_ROLE]
+    assert ("ClusterRole", "workload-tagger-webhook-ca") in {(o["kind"], o["metadata"]["name"]) for o in objs}
 
 
 def test_code_calls_what_the_selfcert_role_expects() -> None:
@@ -450,9 +486,12 @@ def test_rbac_is_least_privilege(target: str) -> None:
                         role["metadata"]["name"],
                         resource,
                     )
-                    if rule["verbs"] != ["create"]:  # create cannot be limited by name (see rbac.yaml)
+                    # create cannot be limited by name, nor list/watch of every object (see rbac.yaml)
+                    if rule["verbs"] != ["create"] and role["metadata"]["name"] != OWNERS_ROLE:
                         assert rule.get("resourceNames"), (role["metadata"]["name"], resource)
-        if role["kind"] == "ClusterRole":
+        if role["kind"] == "ClusterRole" and role["metadata"]["name"] == OWNERS_ROLE:
+            assert all(rule["verbs"] == ["list", "watch"] and not rule.get("resourceNames") for rule in role["rules"])
+        elif role["kind"] == "ClusterRole":
             assert role["rules"] == [
                 {
                     "apiGroups": ["admissionregistration.k8s.io"],

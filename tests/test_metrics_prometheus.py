@@ -241,6 +241,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     sources.synced("directory", False)  # never synced: the not-synced alert must see it
     sources.watch_restarted("configmap", "gone")
     sources.watch_restarted("configmap", "HTTP 500 from apiserver")  # folded into "other"
+    owners = metrics.OwnerMetrics(["replicasets.apps"])  # owner lookups, counted in bulk with every flush
+    owners.synced("replicasets.apps", True, 5)
+    owners.count_lookups(lambda: {"hit": 3, "miss": 1})
     synced_at = time.time()
     before = registry_values()
 
@@ -272,6 +275,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         finally:
             proc.terminate()
             proc.wait(10)
+            metrics.count_lookups_stop()
 
 
 @pytest.mark.parametrize("job", JOBS)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
 from tests.support.cases import CASES, Case
 from tests.support.factories import owner, pod
+from webhook.resolution.model import PodMeta
 from webhook.resolution.resolver import Resolver, ResolverSettings
-from webhook.resolution.rules import CRONJOB_MAX_MINUTES, CRONJOB_MIN_MINUTES, RuleConfigError, select_owner, user_rules
+from webhook.resolution.rules import (
+    CRONJOB_MAX_MINUTES,
+    CRONJOB_MIN_MINUTES,
+    CRONJOB_WINDOW_AFTER_S,
+    CRONJOB_WINDOW_BEFORE_S,
+    RuleConfigError,
+    reference_time,
+    select_owner,
+    user_rules,
+)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -17,17 +31,60 @@ def test_builtin_rule_rows(case: Case) -> None:
     assert got == case.expected
 
 
+def job_pod(job: str, created: str | None) -> dict[str, Any]:
+    meta = pod(owners=[owner("batch/v1", "Job", job)])["metadata"]
+    meta["creationTimestamp"] = created
+    return meta
+
+
+def stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Was: any minute count from 2000 to 2100 made a CronJob, whenever the Pod was created. That
+# expectation was the bug (issue 17): the schedule must also be near the Pod's creation.
 @pytest.mark.parametrize("minutes,is_cron", [
     (CRONJOB_MIN_MINUTES - 1, False), (CRONJOB_MIN_MINUTES, True), (29_400_420, True),
     (CRONJOB_MAX_MINUTES, True), (CRONJOB_MAX_MINUTES + 1, False),
 ])
 def test_cronjob_suffix_must_be_a_plausible_minute_count(minutes: int, is_cron: bool) -> None:
-    meta = pod(owners=[owner("batch/v1", "Job", f"report-{minutes}")])["metadata"]
-    found = Resolver().resolve(meta)
+    found = Resolver().resolve(job_pod(f"report-{minutes}", stamp(minutes * 60 + 30)))
     assert found is not None
     assert (found.workload_type, found.workload_name) == (
         ("CronJob", "report") if is_cron else ("Job", f"report-{minutes}")
     )
+
+
+@pytest.mark.parametrize("offset_s,is_cron", [
+    (0, True), (CRONJOB_WINDOW_BEFORE_S, True), (CRONJOB_WINDOW_BEFORE_S + 60, False),
+    (-CRONJOB_WINDOW_AFTER_S, True), (-CRONJOB_WINDOW_AFTER_S - 60, False), (300 * 86400, False),
+])
+def test_cronjob_suffix_counts_only_near_the_pods_creation(offset_s: int, is_cron: bool) -> None:
+    """``offset_s``: how long after the suffix's time the Pod was created."""
+    minutes = 29_400_420
+    found = Resolver().resolve(job_pod(f"nightly-{minutes}", stamp(minutes * 60 + offset_s)))
+    assert found is not None
+    assert found.workload_type == ("CronJob" if is_cron else "Job")
+
+
+@pytest.mark.parametrize("job", ["report-20241124", "backup-29000000"])
+def test_dates_and_old_minute_counts_are_jobs_at_admission(job: str) -> None:
+    """At admission the Pod has no creationTimestamp yet: the time now is the reference."""
+    found = Resolver().resolve(job_pod(job, None))
+    assert found is not None and (found.workload_type, found.workload_name) == ("Job", job)
+
+
+def test_a_job_scheduled_a_minute_ago_is_a_cronjob_at_admission() -> None:
+    minutes = int(time.time() // 60) - 1
+    found = Resolver().resolve(job_pod(f"backup-{minutes}", None))
+    assert found is not None and (found.workload_type, found.workload_name) == ("CronJob", "backup")
+
+
+def test_malformed_creation_timestamp_falls_back_to_now() -> None:
+    minutes = int(time.time() // 60)
+    assert reference_time(PodMeta(creation_timestamp="yesterday")) == pytest.approx(time.time(), abs=5)
+    found = Resolver().resolve(job_pod(f"backup-{minutes}", "not a time"))
+    assert found is not None and found.workload_type == "CronJob"
 
 
 def test_leading_zero_suffix_is_not_a_schedule() -> None:

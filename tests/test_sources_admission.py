@@ -31,13 +31,13 @@ from tests.support.waiting import eventually
 from webhook.admission.handler import PodMutator
 from webhook.admission.server import Readiness, build_app
 from webhook.annotations import annotation_keys
+from webhook.cluster.backoff import Backoff
 from webhook.plugins.registry import PluginLimits, PluginRegistry
-from webhook.plugins.sources.backoff import Backoff
 from webhook.plugins.sources.configmap import ConfigMapSource
 from webhook.resolution.resolver import Resolver
 
 NS, NAME = "tagger", "workload-tagger-plugins"
-TYPE_KEY, NAME_KEY, _, BY_KEY = annotation_keys("workload-tagger.io/")
+TYPE_KEY, NAME_KEY, _, BY_KEY, _ = annotation_keys("workload-tagger.io/")
 
 # A DeepFlow-style plugin: decodes the metadata with dkjson and answers for Pods of namespace "default".
 PLUGIN = """package.path = package.path..";/bin/?.lua"

@@ -14,7 +14,7 @@ import kmock as kmock_lib
 from tests.support.fakeapi import FakeConfigMapAPI, core_api
 from tests.support.recorders import RecordingObserver, RecordingSink
 from tests.support.waiting import eventually, wait_for
-from webhook.plugins.sources.backoff import Backoff
+from webhook.cluster.backoff import Backoff
 from webhook.plugins.sources.configmap import ConfigMapSource
 
 NS, NAME = "tagger", "workload-tagger-plugins"

@@ -11,13 +11,14 @@ from functools import lru_cache
 
 
 @lru_cache(maxsize=64)
-def annotation_keys(prefix: str) -> tuple[str, str, str, str]:
-    """(workload-type, workload-name, platform, resolved-by) keys for a prefix."""
+def annotation_keys(prefix: str) -> tuple[str, str, str, str, str]:
+    """(workload-type, workload-name, platform, resolved-by, root-owner) keys for a prefix."""
     return (
         f"{prefix}workload-type",
         f"{prefix}workload-name",
         f"{prefix}platform",
         f"{prefix}resolved-by",
+        f"{prefix}root-owner",
     )
 
 

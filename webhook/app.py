@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from webhook import logs
 from webhook.admission.handler import PodMutator
+from webhook.cluster.owner_cache import RESOURCES, OwnerIndex
 from webhook.config import Config, own_namespace
 from webhook.errors import UserError
 from webhook.plugins import EMPTY, PluginSet
@@ -26,20 +27,40 @@ from webhook.resolution.rules import user_rules
 
 if TYPE_CHECKING:
     from webhook.admission.transport import Limits
+    from webhook.cluster.informer import OwnerCaches
     from webhook.plugins.registry import PluginLimits
 
 log = logging.getLogger("workload_tagger.app")
 
 
-def build_resolver(config: Config) -> Resolver:
+def build_resolver(config: Config, owners: OwnerIndex | None = None) -> Resolver:
     return Resolver(
         ResolverSettings(
             plugins_first=config.plugins_first,
             allow_custom_types=config.allow_custom_types,
             extra_rules=user_rules(config.rules, config.allow_custom_types),
             owner_fallback=config.owner_fallback,
-        )
+        ),
+        owners,
     )
+
+
+def start_owner_caches(config: Config) -> OwnerCaches | None:
+    """The owner caches' list+watch threads when ownerLookup is in force; they sync in the background
+    (reviews answered by the rules meanwhile, counted as fallbacks)."""
+    if not config.effective_owner_lookup():
+        return None
+    from webhook import metrics
+    from webhook.cluster import client as kubeclient
+    from webhook.cluster.informer import OwnerCaches
+
+    observer = metrics.OwnerMetrics([f"{r.plural}.{r.group}" for r in RESOURCES])
+    caches = OwnerCaches(kubeclient.api_client(config), observer=observer)
+    observer.count_lookups(caches.index.drain_counts)
+    caches.start()
+    log.info("owner lookup on: listing and watching owner kinds",
+             extra={"resources": [f"{r.plural}.{r.group}" for r in RESOURCES]})
+    return caches
 
 
 def build_mutator(config: Config, plugins: PluginSet | None = None) -> PodMutator:
@@ -168,12 +189,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
         source_metrics.expect(config.effective_plugin_source())
         source.start()
     readiness = server.Readiness(plugins_synced=source.synced if source is not None else lambda: True)
+    owner_caches = start_owner_caches(config)
     mutator = PodMutator(
-        build_resolver(config),
+        build_resolver(config, owner_caches.index if owner_caches is not None else None),
         lambda: registry.current,
         prefix=config.prefix,
         budget_seconds=config.review_budget_ms / 1000,
         otel_annotations=config.otel_annotations,
+        owner_wait_seconds=config.owner_wait_ms / 1000,
     )
     app = server.build_app(mutator, readiness, config.max_body_bytes, transport_limits(config))
     ctx = server.tls_context(config.cert_file, config.key_file)
@@ -201,5 +224,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
             await metrics_runner.cleanup()
         if source is not None:
             await asyncio.to_thread(source.stop)
+        if owner_caches is not None:
+            await asyncio.to_thread(owner_caches.stop)
+            metrics.flush_tallies()  # the last lookups counted, then no more from these caches
+            metrics.count_lookups_stop()
         if stop_renewal is not None:
             stop_renewal()

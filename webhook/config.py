@@ -170,6 +170,17 @@ class Config:
     event_loop: str = field(
         default="auto", metadata={"help": "event loop: auto (uvloop when installed), uvloop, asyncio", "key": "eventLoop"}
     )
+    owner_lookup: str = field(
+        default="auto",
+        metadata={"help": "read the exact owner chain from list/watch caches of ReplicaSets, Jobs, Deployments, "
+                  "StatefulSets, DaemonSets, CronJobs (needs list/watch on them): auto (on in a cluster), on, off",
+                  "key": "ownerLookup"},
+    )
+    owner_wait_ms: int = field(
+        default=100,
+        metadata={"help": "longest wait for a Pod's owner the caches have not seen yet (at most half the review "
+                  "budget); then the built-in rules answer", "key": "ownerWaitMs"},
+    )
     rules: list[dict[str, Any]] = field(
         default_factory=list, metadata={"help": "extra owner kind -> type rules (file only)", "key": "rules", "file_only": True}
     )
@@ -183,6 +194,12 @@ class Config:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             return "configmap"
         return "directory" if self.plugins_dir else "none"
+
+
+    def effective_owner_lookup(self) -> bool:
+        if self.owner_lookup != "auto":
+            return self.owner_lookup == "on"
+        return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 def env_name(name: str) -> str:
@@ -272,6 +289,10 @@ def validate(config: Config) -> None:
         raise ConfigError("maxConnections must be at least 1")
     if min(config.idle_timeout_s, config.header_timeout_s, config.body_timeout_s) <= 0:
         raise ConfigError("idleTimeoutSeconds, headerTimeoutSeconds and bodyTimeoutSeconds must be > 0")
+    if config.owner_lookup not in {"auto", "on", "off"}:
+        raise ConfigError(f"ownerLookup must be auto, on or off, not {config.owner_lookup!r}")
+    if config.owner_wait_ms < 0:
+        raise ConfigError("ownerWaitMs must be >= 0")
     if config.plugin_quarantine_after < 0 or config.plugin_quarantine_seconds <= 0:
         raise ConfigError("pluginQuarantineAfter must be >= 0 and pluginQuarantineSeconds > 0")
     validate_prefix(config.prefix)

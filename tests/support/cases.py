@@ -15,8 +15,16 @@ class Case:
     expected: tuple[str, str, str | None, str] | None  # (type, name, platform, resolved-by)
 
 
-# 2026-11-25 12:00 UTC in minutes since the epoch, as the CronJob controller names its Jobs.
+# 2025-11-24 23:00 UTC in minutes since the epoch, as the CronJob controller names its Jobs; the
+# Pod was created seven seconds later (a suffix counts as a schedule only near the Pod's creation).
 CRON_MINUTES = 29_400_000 + 420
+CRON_POD_CREATED = "2025-11-24T23:00:07Z"
+
+
+def created(obj: dict[str, Any], stamp: str) -> dict[str, Any]:
+    obj["metadata"]["creationTimestamp"] = stamp
+    return obj
+
 
 CASES: list[Case] = [
     Case("deployment",
@@ -44,9 +52,9 @@ CASES: list[Case] = [
          pod(generate_name="node-exporter-", owners=[owner("apps/v1", "DaemonSet", "node-exporter")]),
          ("DaemonSet", "node-exporter", None, "builtin:daemonset")),
     Case("cronjob",
-         pod(generate_name=f"nightly-report-{CRON_MINUTES}-",
+         created(pod(generate_name=f"nightly-report-{CRON_MINUTES}-",
              labels={"job-name": f"nightly-report-{CRON_MINUTES}", "batch.kubernetes.io/job-name": f"nightly-report-{CRON_MINUTES}"},
-             owners=[owner("batch/v1", "Job", f"nightly-report-{CRON_MINUTES}")]),
+             owners=[owner("batch/v1", "Job", f"nightly-report-{CRON_MINUTES}")]), CRON_POD_CREATED),
          ("CronJob", "nightly-report", None, "builtin:cronjob")),
     Case("job-with-digits-not-a-time",
          pod(generate_name="migrate-12-", owners=[owner("batch/v1", "Job", "migrate-12")]),

@@ -214,7 +214,25 @@ KINDS = {
     "secrets": "Secret",
     "configmaps": "ConfigMap",
     "mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
+    "replicasets": "ReplicaSet",
+    "deployments": "Deployment",
+    "statefulsets": "StatefulSet",
+    "daemonsets": "DaemonSet",
+    "jobs": "Job",
+    "cronjobs": "CronJob",
 }
+# What the apiserver sends when asked for `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1`.
+META_VERSION = "meta.k8s.io/v1"
+
+
+def wants_metadata(accept: str) -> bool:
+    """Whether the client asked for PartialObjectMetadata first (its fallback types after a comma)."""
+    first = accept.split(",", 1)[0].replace(" ", "")
+    return "as=PartialObjectMetadata" in first and "g=meta.k8s.io" in first
+
+
+def partial(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "PartialObjectMetadata", "apiVersion": META_VERSION, "metadata": obj["metadata"]}
 # Lists the apiserver merges by a key under a strategic-merge patch (the rest merges as RFC 7386).
 STRATEGIC_KEYS = {"mutatingwebhookconfigurations": {"webhooks": "name"}}
 # Resources that accept only strategic-merge patches here, so a client sending the wrong
@@ -299,6 +317,10 @@ class FakeAPI:
         self.drop_watch_after_events: int | None = None  # next watch only
         self.always_conflict = False
         self.before_write: Callable[[str, str], None] | None = None  # (method, path)
+        self.compacted_rv = 0  # watches from an older resourceVersion get an ERROR 410 Gone event
+        self._watch_epoch = 0  # end_watches() bumps it: watches started before then end
+        self.expire_next_watch: set[str] = set()  # of these resources: its resourceVersion compacted away, 410
+        self._sorted: dict[GVR, list[str]] = {}  # list order per resource, dropped on every change
         self._changed = asyncio.Event()
         app = web.Application(middlewares=[self.log.middleware])
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -348,6 +370,7 @@ class FakeAPI:
             if "resourceVersion" not in meta:
                 meta["resourceVersion"] = self.next_rv()
             self.resource(gvr)[(meta.get("namespace", ""), meta["name"])] = obj
+            self._sorted.pop(gvr, None)
 
     def delete_object(self, gvr: GVR, namespace: str, name: str) -> dict[str, Any]:
         with self.lock:
@@ -363,7 +386,22 @@ class FakeAPI:
         with self.lock:
             self.faults.setdefault((method, target), []).extend(faults)
 
+    def compact(self) -> None:
+        """Forget the event history, as etcd compaction does: watches from before now get 410 Gone."""
+        with self.lock:
+            self.rv += 1
+            self.compacted_rv = self.rv
+            self.events.clear()
+
+    def end_watches(self) -> None:
+        """End every open watch as a server-side timeout would (the client then watches again)."""
+        with self.lock:
+            self._watch_epoch += 1
+        if self.server.loop.is_running():
+            self.server.loop.call_soon_threadsafe(self._wake)
+
     def _publish(self, gvr: GVR, kind: str, obj: dict[str, Any]) -> None:
+        self._sorted.pop(gvr, None)
         self.events.append((self.rv, gvr, {"type": kind, "object": json.loads(json.dumps(obj))}))
         loop = self.server.loop
         if loop.is_running():
@@ -397,7 +435,7 @@ class FakeAPI:
                 return await _fail(request, fault)
             if self.list_delay_s:
                 await asyncio.sleep(self.list_delay_s)
-            return self._list(route, request.query)
+            return self._list(route, request.query, wants_metadata(request.headers.get("Accept", "")))
         fault = self._take(request.method, route.key if route.name else "")
         if fault is not None and not (fault.after and verb in ("create", "update", "patch")):
             return await _fail(request, fault)
@@ -433,15 +471,18 @@ class FakeAPI:
             return not_found(route.gvr[2], route.name)
         return web.json_response(obj)
 
-    def _list(self, route: Route, query: Mapping[str, str]) -> web.Response:
+    def _list(self, route: Route, query: Mapping[str, str], metadata_only: bool = False) -> web.Response:
         limit = int(query.get("limit", "0") or 0)
         token = query.get("continue")
         labels = query.get("labelSelector")
         wanted = _field_name(query.get("fieldSelector", ""))
         group, version, resource = route.gvr
         with self.lock:
-            by_key = {object_key(*name): obj for name, obj in self.resource(route.gvr).items()}
-            keys = sorted(by_key)
+            store = self.resource(route.gvr)
+            keys = self._sorted.get(route.gvr)
+            if keys is None or len(keys) != len(store):  # tests may change the store in place
+                keys = self._sorted[route.gvr] = sorted(object_key(*name) for name in store)
+            by_key = _KeyView(store)
             start = 0
             if token:
                 # "<base64 key>[~tag]": a tag marks a token a test handed out in a 410 Status
@@ -471,6 +512,9 @@ class FakeAPI:
                 "metadata": list_meta,
                 "items": items,
             }
+            if metadata_only:
+                body.update(kind="PartialObjectMetadataList", apiVersion=META_VERSION,
+                            items=[partial(item) for item in items])
             return web.json_response(body)
 
     def _create(self, route: Route, body: Any, path: str) -> web.Response:
@@ -530,9 +574,19 @@ class FakeAPI:
         timeout = float(request.query.get("timeoutSeconds") or 30)
         bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1", "True")
         wanted = _field_name(request.query.get("fieldSelector", ""))
+        metadata_only = wants_metadata(request.headers.get("Accept", ""))
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         await response.prepare(request)
+        with self.lock:
+            expired = route.gvr[2] in self.expire_next_watch
+            self.expire_next_watch.discard(route.gvr[2])
+        if expired or (since and since < self.compacted_rv):
+            gone = status_body(410, "Expired", f"too old resource version: {since} ({self.compacted_rv})")
+            await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            await response.write_eof()
+            return response
         deadline = time.monotonic() + timeout
+        epoch = self._watch_epoch
         sent = 0
         drop_after, self.drop_watch_after_events = self.drop_watch_after_events, None
         while True:
@@ -545,6 +599,8 @@ class FakeAPI:
                     None,
                     meta["name"],
                 ):
+                    if metadata_only:
+                        event = {"type": event["type"], "object": partial(event["object"])}
                     await response.write(json.dumps(event).encode() + b"\n")
                     sent += 1
                     if drop_after is not None and sent >= drop_after:
@@ -553,7 +609,7 @@ class FakeAPI:
                         return response
                 since = max(since, rv)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or epoch != self._watch_epoch:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
@@ -565,6 +621,17 @@ class FakeAPI:
             await response.write(json.dumps(mark).encode() + b"\n")
         await response.write_eof()
         return response
+
+
+class _KeyView:
+    """``namespace/name`` -> object over a store keyed by (namespace, name), without copying it."""
+
+    def __init__(self, store: dict[Name, dict[str, Any]]) -> None:
+        self._store = store
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        namespace, sep, name = key.partition("/")
+        return self._store[(namespace, name) if sep else ("", key)]
 
 
 def _verb(method: str, route: Route, query: Mapping[str, str]) -> str:

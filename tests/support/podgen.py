@@ -76,7 +76,9 @@ def _daemonset(i: int) -> tuple[dict[str, Any], Truth]:
 
 
 def _cronjob(i: int) -> tuple[dict[str, Any], Truth]:
-    meta = {"ownerReferences": _owner("batch/v1", "Job", f"backup{i}-29000000")}
+    # Scheduled 2025-02-19 21:20 UTC (29000000 minutes); the Pod was created two minutes later.
+    meta = {"ownerReferences": _owner("batch/v1", "Job", f"backup{i}-29000000"),
+            "creationTimestamp": "2025-02-19T21:22:00Z"}
     return meta, Truth("CronJob", f"backup{i}", None, "builtin:cronjob", ("batch/v1", "Job"),
                  _otel("job", f"backup{i}-29000000", ("k8s.cronjob.name", f"backup{i}")))
 

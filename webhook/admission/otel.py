@@ -55,6 +55,14 @@ DERIVED_WORKLOAD: dict[str, str] = {
     "builtin:cronjob": "k8s.cronjob.name",
 }
 
+# The same workloads when the owner chain was read through the API (resolved-by ``owners:exact``):
+# the ReplicaSet's or Job's real controller, keyed by (direct owner's group, kind, resolved type).
+EXACT = "owners:exact"
+EXACT_WORKLOAD: dict[tuple[str, str, str], str] = {
+    ("apps", "ReplicaSet", "Deployment"): "k8s.deployment.name",
+    ("batch", "Job", "CronJob"): "k8s.cronjob.name",
+}
+
 # Every key :func:`otel_annotations` can write; the patch builder checks which of them a Pod has.
 ALL_ATTRIBUTES: tuple[str, ...] = (
     *DERIVED_WORKLOAD.values(),
@@ -69,7 +77,10 @@ def otel_attributes(resolution: Resolution) -> dict[str, str]:
     if owner is None:
         return {}
     found: dict[str, str] = {}
-    derived = DERIVED_WORKLOAD.get(resolution.resolved_by)
+    if resolution.resolved_by == EXACT:
+        derived = EXACT_WORKLOAD.get((owner.group, owner.kind, resolution.workload_type))
+    else:
+        derived = DERIVED_WORKLOAD.get(resolution.resolved_by)
     if derived is not None and resolution.workload_name:
         found[derived] = resolution.workload_name
     base = DIRECT_OWNER.get((owner.group, owner.kind))
@@ -99,6 +110,7 @@ class Shape:
     label: str
     resolved_by: str
     owner: Owner | None
+    workload_type: str = "TYPE"
 
 
 def _api_version(group: str) -> str:
@@ -115,6 +127,12 @@ def builtin_shapes() -> list[Shape]:
         shapes.append(Shape(f"{group} {rule.kind} → {rule.workload_type}", rule.resolved_by,
                             Owner(_api_version(rule.group), rule.kind, "OWNER", "UID")))
     shapes += [
+        Shape("`apps` ReplicaSet whose controller, read from the API (`--owner-lookup`), is a Deployment", EXACT,
+              Owner("apps/v1", "ReplicaSet", "OWNER", "UID"), "Deployment"),
+        Shape("`batch` Job whose controller, read from the API, is a CronJob", EXACT,
+              Owner("batch/v1", "Job", "OWNER", "UID"), "CronJob"),
+        Shape("`apps` ReplicaSet whose controller, read from the API, is anything else (a Rollout, ...)", EXACT,
+              Owner("apps/v1", "ReplicaSet", "OWNER", "UID"), "Rollout"),
         Shape("virtual-kubelet (no owner)", "builtin:virtual-kubelet", None),
         Shape("a plugin's answer", "plugin:NAME", None),
         Shape("owner fallback (`--owner-fallback`), any other owner kind", "builtin:owner",
@@ -131,7 +149,7 @@ def mapping_table() -> str:
     rows = ["| Pod | resolved-by | attributes written (`resource.opentelemetry.io/` + attribute = value) |",
             "|---|---|---|"]
     for shape in builtin_shapes():
-        found = otel_attributes(Resolution("TYPE", "WORKLOAD", None, shape.resolved_by, shape.owner))
+        found = otel_attributes(Resolution(shape.workload_type, "WORKLOAD", None, shape.resolved_by, shape.owner))
         cells = ", ".join(f"`{k}` = {sources[v]}" for k, v in found.items()) or "none"
         rows.append(f"| {shape.label} | `{shape.resolved_by}` | {cells} |")
     rows += ["", f"Attribute names follow the OpenTelemetry semantic conventions {SEMCONV_VERSION} "

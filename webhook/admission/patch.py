@@ -27,13 +27,15 @@ def escape_pointer(token: str) -> str:
 
 
 def desired_annotations(resolution: Resolution, prefix: str = DEFAULT_PREFIX, otel: bool = True) -> dict[str, str]:
-    """The annotations a resolution asks for: ours (platform only when there is one), then, with
-    ``otel``, the OpenTelemetry resource annotations it determines (see :mod:`webhook.admission.otel`)."""
-    k_type, k_name, k_platform, k_by = annotation_keys(prefix)
+    """The annotations a resolution asks for: ours (platform and root owner only when there is one), then,
+    with ``otel``, the OpenTelemetry resource annotations it determines (see :mod:`webhook.admission.otel`)."""
+    k_type, k_name, k_platform, k_by, k_root = annotation_keys(prefix)
     wanted = {k_type: resolution.workload_type, k_name: resolution.workload_name}
     if resolution.platform:
         wanted[k_platform] = resolution.platform
     wanted[k_by] = resolution.resolved_by
+    if resolution.root_owner:
+        wanted[k_root] = resolution.root_owner
     if otel:
         wanted.update(otel_keys.otel_annotations(resolution))
     return wanted
@@ -161,7 +163,7 @@ class PatchBuilder:
         self.capacity = capacity
         self.otel = otel
         self._keys = frozenset(annotation_keys(prefix)) | (otel_keys.ALL_KEYS if otel else frozenset())
-        self._cache: dict[tuple[str, str, str | None, str, object, object], Patch | None] = {}
+        self._cache: dict[tuple[str, str, str | None, str, str | None, object, object], Patch | None] = {}
 
     def build(self, resolution: Resolution, annotations: object, has_metadata: bool = True) -> Patch | None:
         """The patch adding this resolution's annotations, or None when there is nothing to add."""
@@ -176,7 +178,7 @@ class PatchBuilder:
             return None  # annotations that are not a map: never patched (see annotation_ops)
         owner = resolution.owner if self.otel else None
         key = (resolution.workload_type, resolution.workload_name, resolution.platform, resolution.resolved_by,
-               owner, state)
+               resolution.root_owner, owner, state)
         try:
             return self._cache[key]
         except KeyError:

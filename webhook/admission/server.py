@@ -192,32 +192,42 @@ async def answer_expectation(request: web.BaseRequest) -> None:
     request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 
-def review(handler: PodMutator, body: bytes) -> tuple[AdmissionRequest, Decision, bytes]:
-    """The review entry: one AdmissionReview's bytes decoded, decided and encoded.
-
-    Raises :class:`AdmissionError` for a body that is not a review we can answer; any other
-    failure is the handler's, which answers "allowed, no patch" itself.
-    """
-    request = admission.decode_for_mutation(body)
-    decision = handler.handle(request)
-    return request, decision, admission.encode(decision.response)
-
-
-def observed_review(handler: PodMutator, body: bytes) -> bytes:
-    """:func:`review`, timed, counted and logged: the one place the serving path reports a review."""
-    started = time.perf_counter()
+def _decode(body: bytes) -> AdmissionRequest:
     try:
-        request, decision, answer = review(handler, body)
+        return admission.decode_for_mutation(body)
     except admission.AdmissionError as exc:
         metrics.observe_admission("", ReviewOutcome.INVALID, None)
         log.warning("malformed admission review", extra={"error": str(exc)})
         raise
+
+
+def _answer(request: AdmissionRequest, decision: Decision, started: float) -> bytes:
     if decision.outcome is ReviewOutcome.ERROR:
         log.error("resolution failed; allowed without patch", extra={"uid": request.uid, "error": decision.error})
     elif decision.outcome is ReviewOutcome.UNPATCHABLE:
         log.warning("patch would make the Pod invalid; allowed without patch", extra=pod_fields(request, decision))
+    answer = admission.encode(decision.response)
     metrics.observe_review(request.operation, decision.outcome, decision.resolution, time.perf_counter() - started)
     return answer
+
+
+def observed_review(handler: PodMutator, body: bytes) -> bytes:
+    """The review entry: one AdmissionReview's bytes decoded, decided and encoded, and the review
+    timed, counted and logged (the one place the serving path reports a review).
+
+    Raises :class:`AdmissionError` for a body that is not a review we can answer; any other
+    failure is the handler's, which answers "allowed, no patch" itself.
+    """
+    started = time.perf_counter()
+    request = _decode(body)
+    return _answer(request, handler.handle(request), started)
+
+
+async def observed_review_async(handler: PodMutator, body: bytes) -> bytes:
+    """:func:`observed_review` for a handler that may await (a missing owner, within the review budget)."""
+    started = time.perf_counter()
+    request = _decode(body)
+    return _answer(request, await handler.handle_async(request), started)
 
 
 def build_app(
@@ -236,7 +246,7 @@ def build_app(
                 return await refused.answer(request)
             try:
                 try:
-                    answer = observed_review(mutator, body)
+                    answer = await observed_review_async(mutator, body) if waits else observed_review(mutator, body)
                 except admission.AdmissionError as exc:
                     raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
                 response = web.Response(body=answer, content_type=JSON)
@@ -247,6 +257,8 @@ def build_app(
             return response
         finally:
             in_flight.leave()
+
+    waits = mutator.owner_wait_seconds > 0  # owner lookup on: a review may await a missing owner
 
     async def healthz(_: web.BaseRequest) -> web.Response:
         return web.Response(text="ok\n")

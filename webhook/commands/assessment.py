@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from webhook.admission.patch import desired_annotations
 from webhook.annotations import annotation_keys
+from webhook.cluster.owner_cache import OwnerIndex
 from webhook.cluster.pods import ListScope
 from webhook.commands.inputs import PodInput
+from webhook.config import Config
 from webhook.errors import UserError
 from webhook.plugins import PluginSet
 from webhook.resolution.model import Resolution
@@ -89,3 +92,19 @@ def live_scope(args: argparse.Namespace) -> ListScope:
     if args.page_size < 1:
         raise UserError("--page-size must be at least 1", 2)
     return ListScope(args.namespace or None, args.page_size, args.selector or None)
+
+
+def owner_index(config: Config, api: Any, notice: Callable[[str], None] = stderr_notice) -> OwnerIndex | None:
+    """The owner caches, listed once, for a door that runs against a cluster (audit, backfill).
+
+    On unless ``ownerLookup: off``: a live run is always "in a cluster". A resource we may not
+    list (403) or cannot reach is said once on stderr; its Pods are answered by the rules.
+    """
+    if config.owner_lookup == "off":
+        return None
+    from webhook.cluster.informer import sync_once
+
+    index = OwnerIndex()
+    for failure in sync_once(api.api_client, index):
+        notice(f"owner lookup: cannot list {failure}; those Pods are answered by the built-in rules")
+    return index

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import yaml
 
+from webhook.annotations import annotation_keys
 from webhook.app import build_resolver, plugin_set_for_cli
 from webhook.cluster.pods import LiveLister
 from webhook.commands.assessment import (
@@ -29,6 +30,7 @@ from webhook.commands.assessment import (
     add_scope_arguments,
     assess,
     live_scope,
+    owner_index,
     stderr_notice,
 )
 from webhook.commands.inputs import PodInput, cluster_pods, file_pods
@@ -37,6 +39,7 @@ from webhook.errors import UserError
 from webhook.plugins import PluginSet
 from webhook.resolution.fallback import owner_fallback
 from webhook.resolution.model import PodMeta, Resolution
+from webhook.resolution.owners import EXACT
 from webhook.resolution.resolver import Resolver
 from webhook.resolution.rules import select_owner
 
@@ -67,9 +70,27 @@ class OwnerGap:
         return f"{self.fallback.workload_type} {self.fallback.workload_name}" if self.fallback else "-"
 
 
+MAX_EXAMPLES = 20  # Pods named per finding; all are counted
+
+
+def disagrees_with_exact(assessment: Assessment, prefix: str) -> bool:
+    """Our workload type or name on the Pod contradicts the owner chain's exact answer (a wrong guess)."""
+    res = assessment.resolution
+    if res is None or res.resolved_by != EXACT:
+        return False
+    k_type, k_name = annotation_keys(prefix)[:2]
+    current = assessment.current
+    return current.get(k_type, res.workload_type) != res.workload_type or (
+        current.get(k_name, res.workload_name) != res.workload_name)
+
+
 @dataclass
 class AuditReport:
-    """Counters only; ``add`` is called once per Pod as pages stream in."""
+    """Counters only; ``add`` is called once per Pod as pages stream in.
+
+    With owner lookup (a live cluster), Pods whose type/name annotations contradict the exact
+    owner chain are counted in ``wrong`` (and named, the first :data:`MAX_EXAMPLES`).
+    """
 
     total: int = 0
     status: Counter[str] = field(default_factory=Counter)
@@ -77,6 +98,10 @@ class AuditReport:
     by_platform: Counter[str] = field(default_factory=Counter)
     by_resolver: Counter[str] = field(default_factory=Counter)
     gaps: dict[tuple[str, str], OwnerGap] = field(default_factory=dict)
+    owner_lookup: bool = False
+    prefix: str = "workload-tagger.io/"
+    wrong: int = 0
+    wrong_examples: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, assessment: Assessment, meta: Mapping[str, Any]) -> None:
         self.total += 1
@@ -86,6 +111,15 @@ class AuditReport:
             self.by_type[res.workload_type] += 1
             self.by_platform[res.platform or NO_PLATFORM] += 1
             self.by_resolver[res.resolved_by] += 1
+            if self.owner_lookup and disagrees_with_exact(assessment, self.prefix):
+                self.wrong += 1
+                if len(self.wrong_examples) < MAX_EXAMPLES:
+                    k_type, k_name = annotation_keys(self.prefix)[:2]
+                    self.wrong_examples.append({
+                        "pod": assessment.label,
+                        "annotated": f"{assessment.current.get(k_type, '-')}/{assessment.current.get(k_name, '-')}",
+                        "exact": f"{res.workload_type}/{res.workload_name}",
+                    })
             return
         owner = select_owner(meta.get("ownerReferences"))
         key = (owner.api_version, owner.kind) if owner else ("", NO_OWNER)
@@ -112,6 +146,8 @@ class AuditReport:
             "byPlatform": dict(sorted(self.by_platform.items())),
             "byResolver": dict(sorted(self.by_resolver.items())),
             "unresolvedOwners": [g.as_json() for g in self.unresolved_owners()],
+            **({"disagreeWithExactOwner": {"count": self.wrong, "examples": self.wrong_examples}}
+               if self.owner_lookup else {}),
         }
 
 
@@ -123,7 +159,7 @@ def build_report(
     deadline_s: float | None = None,
     otel: bool = True,
 ) -> AuditReport:
-    report = AuditReport()
+    report = AuditReport(owner_lookup=resolver.owners is not None, prefix=prefix)
     for pod in pods:
         report.add(assess(pod, resolver, plugins, prefix, deadline_s, otel), pod.meta)
     return report
@@ -175,6 +211,12 @@ def render_table(report: AuditReport) -> str:
         ("APIVERSION", "KIND", "PODS", "EXAMPLE POD", "WITH --owner-fallback"),
         [(g.api_version or "-", g.kind, g.count, g.example, g.fallback_cell()) for g in report.unresolved_owners()],
     )
+    if report.owner_lookup:
+        lines += _table(
+            f"DISAGREE WITH THE EXACT OWNER (tagged by a wrong guess): {report.wrong} Pods",
+            ("POD", "ANNOTATED TYPE/NAME", "EXACT TYPE/NAME"),
+            [(e["pod"], e["annotated"], e["exact"]) for e in report.wrong_examples],
+        )
     missing, stale = report.status[MISSING], report.status[STALE]
     if missing or stale:
         lines.append(
@@ -205,11 +247,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = None, api: Any = None) -> int:
     """Exit 0 when the report was printed (whatever it says); 2 for usage, permission or reach errors."""
-    resolver = build_resolver(config)
     pods: Iterable[PodInput]
     if args.file:
         if args.selector:
             raise UserError("--selector works on the live cluster only", 2)
+        resolver = build_resolver(config)
         pods = file_pods(args.file, args.namespace or None)
     else:
         scope = live_scope(args)
@@ -217,6 +259,7 @@ def run(args: argparse.Namespace, config: Config, plugins: PluginSet | None = No
             from webhook.cluster.client import client_configuration, core_api
 
             api = core_api(client_configuration(config))
+        resolver = build_resolver(config, owner_index(config, api))
         pods = cluster_pods(LiveLister(api, scope, notice=stderr_notice))
     if plugins is None:
         plugins = plugin_set_for_cli(config)

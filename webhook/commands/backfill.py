@@ -42,6 +42,7 @@ from webhook.commands.assessment import (
     add_scope_arguments,
     assess,
     live_scope,
+    owner_index,
     stderr_notice,
 )
 from webhook.commands.inputs import PodInput, cluster_pods
@@ -325,11 +326,11 @@ def run(
     scope = live_scope(args)
     if args.qps <= 0 or args.burst < 1:
         raise UserError("--qps must be > 0 and --burst at least 1", 2)
-    resolver = build_resolver(config)
     if api is None:
         from webhook.cluster.client import client_configuration, core_api
 
         api = core_api(client_configuration(config))
+    resolver = build_resolver(config, owner_index(config, api))
     if plugins is None:
         plugins = plugin_set_for_cli(config)
     limiter = TokenBucket(args.qps, args.burst)

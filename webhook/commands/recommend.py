@@ -193,7 +193,22 @@ def render(rec: Recommendation, fmt: str) -> str:
     )
     head += "# agentConfig: merge into the deepflow-agent configuration;"
     head += " clusterRoleRules: add to the deepflow-agent ClusterRole.\n"
+    head += owner_lookup_note()
     return head + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def owner_lookup_note() -> str:
+    """What workload-tagger's own ClusterRole needs for ownerLookup, from the table the caches use."""
+    from webhook.cluster.owner_cache import RESOURCES
+
+    by_group: dict[str, list[str]] = {}
+    for r in RESOURCES:
+        by_group.setdefault(r.group, []).append(r.plural)
+    grants = "; ".join(f"{group}: {', '.join(plurals)}" for group, plurals in by_group.items())
+    return (
+        f"# workload-tagger itself, for ownerLookup (exact owners, root owner): list/watch on {grants}"
+        " (manifests/base/rbac.yaml grants them; manifests/overlays/no-owner-lookup turns lookup off).\n"
+    )
 
 
 def groups_from_api_versions(text: str) -> set[str]:

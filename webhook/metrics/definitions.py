@@ -62,7 +62,7 @@ OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 # "unknown" is the operation of a review too malformed to read one from.
 UNKNOWN_OPERATION = "unknown"
 ADMISSION_OUTCOMES = tuple(ReviewOutcome)
-RESOLUTION_SOURCES = ("builtin", "config", "plugin")
+RESOLUTION_SOURCES = ("builtin", "config", "plugin", "owners")
 PLUGIN_OUTCOMES = tuple(PluginOutcome)
 WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
 PLATFORMS = tuple(sorted({r.platform for r in BUILTIN_RULES if r.platform}))
@@ -224,6 +224,42 @@ SOURCE_WATCH_RESTARTS = Counter(
     namespace=NS,
     registry=REGISTRY,
 )
+
+# --- owner caches ---------------------------------------------------------------------------
+
+OWNER_LOOKUPS = Counter(
+    "owner_lookups",
+    "Owner-chain lookups by result: hit (exact answer), miss (owner not in the cache, even after the "
+    "bounded wait), fallback (caches not synced, API unreachable or forbidden); misses and fallbacks "
+    "are answered by the built-in rules.",
+    ["result"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+OWNER_CACHE_SYNCED = Gauge(
+    "owner_cache_synced",
+    "1 when the latest list of the owner cache succeeded, 0 when it failed or none succeeded yet.",
+    ["resource"],
+    namespace=NS,
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+OWNER_CACHE_OBJECTS = Gauge(
+    "owner_cache_objects",
+    "Objects in the owner cache after its latest list.",
+    ["resource"],
+    namespace=NS,
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+OWNER_CACHE_RESTARTS = Counter(
+    "owner_cache_watch_restarts",
+    "Owner cache watches started again, by resource and reason (gone, forbidden, error, unreachable).",
+    ["resource", "reason"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+OWNER_RESTART_REASONS = ("gone", "forbidden", "error", "unreachable")
 
 # --- transport ------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cryptography import x509
 from prometheus_client import Counter, Gauge, Histogram
@@ -16,6 +16,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from webhook.metrics.definitions import (
     CERT_EXPIRY,
     OTHER,
+    OWNER_CACHE_OBJECTS,
+    OWNER_CACHE_RESTARTS,
+    OWNER_CACHE_SYNCED,
+    OWNER_LOOKUPS,
+    OWNER_RESTART_REASONS,
     PLUGIN_EVALUATIONS,
     PLUGIN_INFO,
     PLUGIN_LATENCY,
@@ -30,7 +35,7 @@ from webhook.metrics.definitions import (
     SOURCE_WATCH_RESTARTS,
     WATCH_RESTART_REASONS,
 )
-from webhook.metrics.tally import _PLUGIN_EVALUATIONS, _PLUGIN_LATENCY, PLUGIN_CALLS
+from webhook.metrics.tally import _PLUGIN_EVALUATIONS, _PLUGIN_LATENCY, BULK_SOURCES, PLUGIN_CALLS
 from webhook.outcomes import PluginOutcome
 
 
@@ -131,3 +136,40 @@ class SourceMetrics:
 def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
     with contextlib.suppress(KeyError):  # never created, or already gone
         metric.remove(*labels)
+
+
+def count_lookups_stop() -> None:
+    """Stop flushing owner lookup counts (the caches are gone: tests, shutdown)."""
+    BULK_SOURCES.pop("owner_lookups", None)
+
+
+class OwnerMetrics:
+    """The :class:`webhook.cluster.informer.CacheObserver` that feeds the owner cache metrics, and the bulk
+    flush of the lookup counts the :class:`webhook.cluster.owner_cache.OwnerIndex` keeps as plain numbers."""
+
+    def __init__(self, resources: list[str]) -> None:
+        for result in ("hit", "miss", "fallback"):
+            OWNER_LOOKUPS.labels(result)
+        for resource in resources:
+            OWNER_CACHE_SYNCED.labels(resource).set(0)
+            OWNER_CACHE_OBJECTS.labels(resource).set(0)
+            for reason in OWNER_RESTART_REASONS:
+                OWNER_CACHE_RESTARTS.labels(resource, reason)
+
+    def count_lookups(self, drain: Callable[[], Mapping[str, int]]) -> None:
+        """Flush ``drain()`` (result -> count) into the lookup counter with every other tally."""
+
+        def flush() -> None:
+            for result, count in drain().items():
+                if count:
+                    OWNER_LOOKUPS.labels(result).inc(count)
+
+        BULK_SOURCES["owner_lookups"] = flush
+
+    def synced(self, resource: str, ok: bool, objects: int) -> None:
+        OWNER_CACHE_SYNCED.labels(resource).set(1 if ok else 0)
+        if ok:
+            OWNER_CACHE_OBJECTS.labels(resource).set(objects)
+
+    def watch_restarted(self, resource: str, reason: str) -> None:
+        OWNER_CACHE_RESTARTS.labels(resource, reason if reason in OWNER_RESTART_REASONS else OTHER).inc()

@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Histogram
@@ -238,10 +239,16 @@ PLUGIN_CALLS = PluginTally()
 FLUSH_SECONDS = 1.0
 
 
+BULK_SOURCES: dict[str, Callable[[], None]] = {}
+"""Other parts' own bulk counts, flushed with the tallies (by name: a later registration replaces an earlier one)."""
+
+
 def flush_tallies() -> None:
     """Everything counted in bulk into the Prometheus metrics: before any read, and periodically."""
     REVIEWS.flush()
     PLUGIN_CALLS.flush()
+    for flush in list(BULK_SOURCES.values()):
+        flush()
 
 
 def observe_review(operation: str, outcome: str, resolution: Resolution | None, seconds: float) -> None:

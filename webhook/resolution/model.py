@@ -64,15 +64,19 @@ class Resolution(msgspec.Struct, gc=False):  # one per review: a Struct, see adm
     platform: str | None
     resolved_by: str
     owner: Owner | None = None
+    root_owner: str | None = None  # `Kind.group/name` of the chain's root, when it is not the workload (owners.py)
 
     def as_json(self) -> dict[str, str | None]:
-        """The stable `resolve` CLI shape; also used by audit."""
-        return {
+        """The stable `resolve` CLI shape; also used by audit. ``rootOwner`` only when there is one."""
+        out = {
             "workloadType": self.workload_type,
             "workloadName": self.workload_name,
             "platform": self.platform,
             "resolvedBy": self.resolved_by,
         }
+        if self.root_owner is not None:
+            out["rootOwner"] = self.root_owner
+        return out
 
 
 UNRESOLVED_JSON: dict[str, str | None] = {

@@ -16,9 +16,11 @@ from typing import Any
 
 import orjson
 
+from webhook.cluster.owner_cache import OwnerIndex
 from webhook.plugins import EMPTY, PluginSet
 from webhook.resolution.fallback import owner_fallback
 from webhook.resolution.model import PodMeta, Resolution, canonical_type
+from webhook.resolution.owners import OwnerLookup
 from webhook.resolution.rules import (
     BUILTIN_RULES,
     OwnerRule,
@@ -37,11 +39,18 @@ class ResolverSettings:
 
 
 class Resolver:
-    """Stateless apart from its rule table; the plugin snapshot is passed per call so a request sees one set."""
+    """Stateless apart from its rule table; the plugin snapshot is passed per call so a request sees one set.
 
-    def __init__(self, settings: ResolverSettings | None = None) -> None:
+    With an :class:`OwnerIndex` (ownerLookup on), Pods whose controller is of a cached kind are
+    answered from the owner chain (exact, ``owners:exact``); config rules still come first (the
+    user's explicit word), and the built-in rules answer whenever the chain cannot.
+    """
+
+    def __init__(self, settings: ResolverSettings | None = None, owners: OwnerIndex | None = None) -> None:
         self.settings = settings or ResolverSettings()
         self.table = RuleTable((*self.settings.extra_rules, *BUILTIN_RULES))
+        self.user_table = RuleTable(self.settings.extra_rules) if self.settings.extra_rules else None
+        self.owners = OwnerLookup(owners, self.accept_type) if owners is not None else None
 
     def accept_type(self, value: str) -> str | None:
         """Canonical spelling of a type, the value itself for custom types when allowed, else None."""
@@ -51,6 +60,11 @@ class Resolver:
         return value if self.settings.allow_custom_types else None
 
     def by_rules(self, pod: PodMeta) -> Resolution | None:
+        if self.owners is not None:
+            exact = self._by_user_rules(pod) if self.user_table is not None else None
+            exact = exact or self.owners.resolve(pod)
+            if exact is not None:
+                return exact
         owner = select_owner(pod.owner_references)
         found = self.table.match(owner, pod) if owner is not None else virtual_kubelet(pod)
         if found is None:
@@ -61,6 +75,14 @@ class Resolver:
         if wtype != found.workload_type:
             return Resolution(wtype, found.workload_name, found.platform, found.resolved_by, found.owner)
         return found
+
+    def _by_user_rules(self, pod: PodMeta) -> Resolution | None:
+        owner = select_owner(pod.owner_references)
+        found = self.user_table.match(owner, pod) if owner is not None and self.user_table is not None else None
+        if found is None:
+            return None
+        wtype = self.accept_type(found.workload_type)
+        return None if wtype is None else Resolution(wtype, found.workload_name, found.platform, found.resolved_by)
 
     def by_plugins(
         self,

@@ -11,17 +11,33 @@ plain kind -> type mappings, which are tried before the built-ins so they can ov
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from webhook.resolution.model import Owner, PodMeta, Resolution, canonical_type
 
 # The CronJob controller names a Job `<cronjob>-<scheduled time in minutes since the epoch>`.
-# Pods carry no CronJob label, so that suffix is the only signal; accept it only when the number
-# is a plausible schedule time (2000-01-01 .. 2100-01-01), not merely any digits.
+# Pods carry no CronJob label, so when the owner chain is not looked up (ownerLookup off, the
+# offline doors) that suffix is the only signal, and digits alone are a poor one: users name
+# one-off Jobs `report-20241124` or `backup-29000000`. So the suffix counts as a schedule only
+# when that time is close to the Pod's own creation (its creationTimestamp, or the admission
+# time when the API server has not set one yet, as on CREATE):
+# - not more than CRONJOB_WINDOW_BEFORE_S before it: the Job controller creates a Job's Pods
+#   right after the CronJob controller creates the Job at the scheduled time, and replaces
+#   failed ones while the Job runs (retries back off to at most six minutes each); a day covers
+#   late starts (startingDeadlineSeconds) and long retries of everyday CronJobs, while a number
+#   picked by hand falls in one given day by chance only about once in tens of thousands;
+# - not more than CRONJOB_WINDOW_AFTER_S after it: a Job is never created before its schedule,
+#   this margin only absorbs clock skew between the controller manager and us.
+# A CronJob Pod created later than the window is taken for a Job (its full name); with
+# ownerLookup on, the chain answers exactly instead.
 CRONJOB_MIN_MINUTES = 946_684_800 // 60
 CRONJOB_MAX_MINUTES = 4_102_444_800 // 60
+CRONJOB_WINDOW_BEFORE_S = 24 * 3600
+CRONJOB_WINDOW_AFTER_S = 300
 _CRON_SUFFIX = re.compile(r"^(?P<base>.+)-(?P<minutes>[1-9][0-9]{6,9})$")
 
 VK_CLUSTER_TYPE = "virtual-kubelet.io/provider-cluster-type"
@@ -55,9 +71,30 @@ def _strip_label_hash(label: str) -> Derivation:
 
 def _cronjob_suffix(rule: OwnerRule, owner: Owner, pod: PodMeta) -> tuple[str, str] | None:
     m = _CRON_SUFFIX.match(owner.name)
-    if m and CRONJOB_MIN_MINUTES <= int(m["minutes"]) <= CRONJOB_MAX_MINUTES:
-        return rule.workload_type, m["base"]
-    return None
+    if m is None:
+        return None
+    minutes = int(m["minutes"])
+    if not CRONJOB_MIN_MINUTES <= minutes <= CRONJOB_MAX_MINUTES:
+        return None
+    if not schedule_near(minutes * 60, reference_time(pod)):
+        return None
+    return rule.workload_type, m["base"]
+
+
+def schedule_near(scheduled_s: float, reference_s: float) -> bool:
+    """Whether a CronJob schedule time (unix seconds) can have created a Pod created at ``reference_s``."""
+    return reference_s - CRONJOB_WINDOW_BEFORE_S <= scheduled_s <= reference_s + CRONJOB_WINDOW_AFTER_S
+
+
+def reference_time(pod: PodMeta, now: Callable[[], float] = time.time) -> float:
+    """The Pod's creationTimestamp (RFC 3339) as unix seconds; the time now when it has none or it is malformed."""
+    stamp = pod.creation_timestamp
+    if type(stamp) is str and stamp:
+        try:
+            return datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            pass
+    return now()
 
 
 def _deployment_config(rule: OwnerRule, owner: Owner, pod: PodMeta) -> tuple[str, str] | None:

@@ -18,8 +18,8 @@ import urllib3
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from webhook.cluster.backoff import Backoff
 from webhook.plugins.sources import PluginSink, SourceObserver, ThreadedSource
-from webhook.plugins.sources.backoff import Backoff
 from webhook.plugins.sources.snapshot import plugins_from_data
 
 log = logging.getLogger("workload_tagger.sources.configmap")

@@ -1,4 +1,4 @@
-"""Retry pacing for sources: exponential, capped, jittered so replicas do not retry in lock-step."""
+"""Retry pacing for watches (plugin sources, owner caches): exponential, capped, jittered so replicas do not retry in lock-step."""
 
 from __future__ import annotations
 
