@@ -289,6 +289,18 @@ async def test_body_that_does_not_arrive_in_time_is_408_and_closed(srv: ServePro
     assert await refusals(srv, "body-timeout") == before + 1
 
 
+async def test_client_leaving_mid_body_is_not_an_error(srv: ServeProcess) -> None:
+    body = ordinary_body()
+    for _ in range(5):
+        reader, writer = await srv.open()
+        writer.write(request_head("POST", "/mutate", len(body)) + body[: len(body) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the handler is reading the body
+        writer.transport.abort()  # gone, without a TLS close
+    await asyncio.sleep(0.3)
+    assert "Traceback" not in srv.log.read_text() and '"level":"error"' not in srv.log.read_text()
+
+
 async def test_keep_alive_connection_is_reused_then_closed_when_idle(srv: ServeProcess) -> None:
     body = ordinary_body()
     reader, writer = await srv.open()
@@ -407,7 +419,9 @@ async def test_uploads_stopped_one_byte_short_do_not_pin_memory(tls_files: TLSFi
         growth_mib = (max(peak, hwm) - baseline) / 1024
         assert growth_mib < 48 + 64, f"RSS grew by {growth_mib:.0f} MiB from {baseline / 1024:.0f} MiB"
         assert max(peak, hwm) / 1024 < 200, f"peak RSS {max(peak, hwm) / 1024:.0f} MiB"
+        await ordinary_review_answered(srv)  # after the uploads were dropped mid-body too
         assert "body memory budget spent" in srv.log.read_text()
+        assert "Traceback" not in srv.log.read_text()
         assert await refusals(srv, "body-budget") >= 1
         await ordinary_review_answered(srv)
     finally:

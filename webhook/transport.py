@@ -26,6 +26,7 @@ Only what a client controls is refused here; the handler behind it is untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -120,8 +121,9 @@ class BodyRefused(Exception):
         since the rest of the body is not worth waiting for (otherwise aiohttp reads and drops the rest
         of the body for a while, the connection then stays usable)."""
         if self.close:
-            await self.response.prepare(request)
-            await self.response.write_eof()
+            with contextlib.suppress(ConnectionError):  # the client may be gone already: nothing to tell it
+                await self.response.prepare(request)
+                await self.response.write_eof()
             request.protocol.force_close()  # the transport flushes the answer, then closes
         return self.response
 
@@ -180,6 +182,9 @@ class BodyReader:
         except HttpProcessingError as exc:  # broken chunked encoding and the like
             self.release(held)
             raise _refusal(400, f"malformed request body: {exc.message}", True) from None
+        except ConnectionError:  # the client left mid-body: answered (to no one) without an error log
+            self.release(held)
+            raise _refusal(400, "connection closed before the body was complete", False) from None
         except BaseException:
             self.release(held)
             raise
