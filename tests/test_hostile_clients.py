@@ -292,7 +292,7 @@ async def test_body_that_does_not_arrive_in_time_is_408_and_closed(srv: ServePro
 async def test_client_leaving_mid_body_is_not_an_error(srv: ServeProcess) -> None:
     body = ordinary_body()
     for _ in range(5):
-        reader, writer = await srv.open()
+        _, writer = await srv.open()
         writer.write(request_head("POST", "/mutate", len(body)) + body[: len(body) // 2])
         await writer.drain()
         await asyncio.sleep(0.1)  # the handler is reading the body
