@@ -32,7 +32,6 @@ from webhook.types import UNRESOLVED_JSON
 
 if TYPE_CHECKING:
     from webhook.plugins.registry import PluginLimits
-    from webhook.transport import Limits
 
 log = logging.getLogger("workload_tagger.app")
 
@@ -136,13 +135,6 @@ def serve_process(config: Config, reuse_port: bool = False) -> int:
     return 0
 
 
-def transport_limits(config: Config) -> Limits:
-    from webhook.transport import Limits
-
-    return Limits(config.idle_timeout_s, config.header_timeout_s, config.body_timeout_s, config.max_connections,
-                  config.body_memory_mb * 1024 * 1024)
-
-
 def plugin_limits(config: Config) -> PluginLimits:
     from webhook.plugins.quarantine import QuarantinePolicy
     from webhook.plugins.registry import PluginLimits
@@ -187,6 +179,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
     from webhook.plugins.registry import PluginRegistry
     from webhook.sources.factory import build_source
     from webhook.tlsreload import CertReloader
+    from webhook.transport import Limits
 
     stop = stop or asyncio.Event()
     stop_renewal = await self_managed_certs(config, stop) if config.cert_mode == "self-managed" else None
@@ -203,7 +196,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
         prefix=config.prefix,
         budget_seconds=config.review_budget_ms / 1000,
     )
-    app = server.build_app(mutator, readiness, config.max_body_bytes, transport_limits(config))
+    app = server.build_app(mutator, readiness, config.max_body_bytes, Limits.of(config))
     ctx = server.tls_context(config.cert_file, config.key_file)
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
     # full collections, which otherwise rescan it all on the request path.
