@@ -154,10 +154,11 @@ async def test_gzip_header_on_a_body_that_is_not_gzip_is_415(srv: ServeProcess) 
     assert await refusals(srv, "content-encoding") == before + 2
 
 
-async def test_declared_body_over_the_limit_is_413_before_it_is_sent(srv: ServeProcess) -> None:
+@pytest.mark.parametrize("declared", [50 << 20, 99_999_999_999])
+async def test_declared_body_over_the_limit_is_413_before_it_is_sent(srv: ServeProcess, declared: int) -> None:
     before = await refusals(srv, "body-too-large")
     reader, writer = await srv.open()
-    writer.write(request_head("POST", "/mutate", 50 << 20, close=True))
+    writer.write(request_head("POST", "/mutate", declared, close=True) + b'{"apiVersion":')
     status, _ = await asyncio.wait_for(read_response(reader), 5)
     writer.close()
     assert status == 413
@@ -289,6 +290,18 @@ async def test_body_that_does_not_arrive_in_time_is_408_and_closed(srv: ServePro
     assert await refusals(srv, "body-timeout") == before + 1
 
 
+async def test_client_leaving_mid_body_is_not_an_error(srv: ServeProcess) -> None:
+    body = ordinary_body()
+    for _ in range(5):
+        _, writer = await srv.open()
+        writer.write(request_head("POST", "/mutate", len(body)) + body[: len(body) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the handler is reading the body
+        writer.transport.abort()  # gone, without a TLS close
+    await asyncio.sleep(0.3)
+    assert "Traceback" not in srv.log.read_text() and '"level":"error"' not in srv.log.read_text()
+
+
 async def test_keep_alive_connection_is_reused_then_closed_when_idle(srv: ServeProcess) -> None:
     body = ordinary_body()
     reader, writer = await srv.open()
@@ -407,7 +420,9 @@ async def test_uploads_stopped_one_byte_short_do_not_pin_memory(tls_files: TLSFi
         growth_mib = (max(peak, hwm) - baseline) / 1024
         assert growth_mib < 48 + 64, f"RSS grew by {growth_mib:.0f} MiB from {baseline / 1024:.0f} MiB"
         assert max(peak, hwm) / 1024 < 200, f"peak RSS {max(peak, hwm) / 1024:.0f} MiB"
+        await ordinary_review_answered(srv)  # after the uploads were dropped mid-body too
         assert "body memory budget spent" in srv.log.read_text()
+        assert "Traceback" not in srv.log.read_text()
         assert await refusals(srv, "body-budget") >= 1
         await ordinary_review_answered(srv)
     finally:

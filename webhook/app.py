@@ -26,7 +26,6 @@ from webhook.resolution.resolver import Resolver, ResolverSettings
 from webhook.resolution.rules import user_rules
 
 if TYPE_CHECKING:
-    from webhook.admission.transport import Limits
     from webhook.cluster.informer import OwnerCaches
     from webhook.plugins.registry import PluginLimits
 
@@ -126,13 +125,6 @@ def serve_process(config: Config, reuse_port: bool = False) -> int:
     return 0
 
 
-def transport_limits(config: Config) -> Limits:
-    from webhook.admission.transport import Limits
-
-    return Limits(config.idle_timeout_s, config.header_timeout_s, config.body_timeout_s, config.max_connections,
-                  config.body_memory_mb * 1024 * 1024)
-
-
 def plugin_limits(config: Config) -> PluginLimits:
     from webhook.plugins.quarantine import QuarantinePolicy
     from webhook.plugins.registry import PluginLimits
@@ -176,6 +168,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
     """Wire certificates, plugin registry and source, metrics and the server; run until SIGTERM or ``stop``."""
     from webhook import metrics
     from webhook.admission import server
+    from webhook.admission.transport import Limits
     from webhook.certs.reload import CertReloader
     from webhook.plugins.registry import PluginRegistry
     from webhook.plugins.sources.factory import build_source
@@ -198,7 +191,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
         otel_annotations=config.otel_annotations,
         owner_wait_seconds=config.owner_wait_ms / 1000,
     )
-    app = server.build_app(mutator, readiness, config.max_body_bytes, transport_limits(config))
+    app = server.build_app(mutator, readiness, config.max_body_bytes, Limits.of(config))
     ctx = server.tls_context(config.cert_file, config.key_file)
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
     # full collections, which otherwise rescan it all on the request path.

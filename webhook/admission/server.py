@@ -127,7 +127,7 @@ class WebhookApp:
     handler: Route
     in_flight: InFlight
     max_body_bytes: int
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = field(default_factory=Limits.of)
 
     def make_request(
         self,
@@ -234,7 +234,7 @@ def build_app(
     mutator: PodMutator, readiness: Readiness, max_body_bytes: int, limits: Limits | None = None
 ) -> WebhookApp:
     in_flight = InFlight()
-    limits = limits or Limits()
+    limits = limits or Limits.of()
     bodies = BodyReader(BodyBudget(limits.body_memory_bytes), max_body_bytes, limits.body_timeout_s)
 
     async def mutate(request: web.BaseRequest) -> web.Response:

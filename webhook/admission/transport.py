@@ -15,8 +15,8 @@ server hold is bounded here:
   applied by apimachinery's ``SetTransportDefaults``), so the API server always closes first and
   never sends a review on a connection we are closing.
 * **Memory**: bytes of request bodies held across all connections are counted against
-  ``body_memory_bytes``; a body that would go past it is answered 503 with ``Retry-After`` and
-  not read further. A quarter of the budget is kept for bodies up to :data:`SMALL_BODY` bytes (the
+  ``body_memory_bytes``; a body that would go past it is answered 503 with ``Retry-After``, and
+  what is left of it is only read and dropped (aiohttp's lingering close, bounded in time), never held. A quarter of the budget is kept for bodies up to :data:`SMALL_BODY` bytes (the
   API server's everyday reviews are a few KiB), so big uploads held open cannot starve them.
   Headers are bounded by aiohttp's line and field limits and our ``max_headers``.
 
@@ -26,14 +26,19 @@ Only what a client controls is refused here; the handler behind it is untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from webhook import metrics
+from webhook.config import Config
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -44,13 +49,20 @@ MAX_HEADERS = 64  # the API server sends a handful; aiohttp's default lets a cli
 
 @dataclass(frozen=True)
 class Limits:
-    """The bounds above, from config (see webhook/config.py for their meaning and defaults)."""
+    """The bounds above; their settings and defaults are declared in webhook/config.py (see :meth:`of`)."""
 
-    idle_timeout_s: float = 120.0
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 10.0
-    max_connections: int = 1000
-    body_memory_bytes: int = 48 * 1024 * 1024
+    idle_timeout_s: float
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+    body_memory_bytes: int
+
+    @classmethod
+    def of(cls, config: Config | None = None) -> Limits:
+        """The limits a config sets; the defaults without one."""
+        c = config or Config()
+        return cls(c.idle_timeout_s, c.header_timeout_s, c.body_timeout_s, c.max_connections,
+                   c.body_memory_mb * 1024 * 1024)
 
 
 class RateLimitedLog:
@@ -77,8 +89,6 @@ LIMITED = RateLimitedLog(log)
 
 def refused(reason: str, message: str | None = None, **fields: Any) -> None:
     """Count a refusal (metrics.REFUSAL_REASONS) and, if ``message``, warn about it, rate-limited per reason."""
-    from webhook import metrics
-
     metrics.observe_refused(reason)
     if message is not None:
         LIMITED.warning(reason, message, **fields)
@@ -120,15 +130,14 @@ class BodyRefused(Exception):
         since the rest of the body is not worth waiting for (otherwise aiohttp reads and drops the rest
         of the body for a while, the connection then stays usable)."""
         if self.close:
-            await self.response.prepare(request)
-            await self.response.write_eof()
+            with contextlib.suppress(ConnectionError):  # the client may be gone already: nothing to tell it
+                await self.response.prepare(request)
+                await self.response.write_eof()
             request.protocol.force_close()  # the transport flushes the answer, then closes
         return self.response
 
 
 def _refusal(status: int, message: str, close: bool, retry_after: int | None = None) -> BodyRefused:
-    import orjson
-
     response = web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json")
     if retry_after is not None:
         response.headers[hdrs.RETRY_AFTER] = str(retry_after)
@@ -180,6 +189,9 @@ class BodyReader:
         except HttpProcessingError as exc:  # broken chunked encoding and the like
             self.release(held)
             raise _refusal(400, f"malformed request body: {exc.message}", True) from None
+        except ConnectionError:  # the client left mid-body: answered (to no one) without an error log
+            self.release(held)
+            raise _refusal(400, "connection closed before the body was complete", False) from None
         except BaseException:
             self.release(held)
             raise
@@ -248,6 +260,7 @@ class GuardedHandler(web.RequestHandler):
                     error=f"{type(exc).__name__}: {exc.message}"[:300])
             return
         super().log_exception(*args, **kw)
+
 
 class GuardedServer(web.Server):
     """aiohttp's low-level server whose connections are :class:`GuardedHandler`, counted and capped."""
