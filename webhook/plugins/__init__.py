@@ -6,7 +6,7 @@ by the registry, so one admission request is evaluated entirely against one set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +36,20 @@ class PluginSet(Protocol):
         ...
 
 
+class AsyncPluginSet(Protocol):
+    """A plugin set evaluated outside the server's process (see webhook/plugins/hosted.py): the
+    server awaits its answer instead of running Lua on the event loop."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    async def first_answer(
+        self, meta_json: str, deadline: float | None, accept: Callable[[str], str | None]
+    ) -> tuple[PluginAnswer, str] | None:
+        """The first answer, in name order, whose type ``accept`` maps to a type to write, with that type."""
+        ...
+
+
 class EmptyPluginSet:
     """The set in force before any source has synced, or when plugins are disabled."""
 
@@ -50,6 +64,9 @@ EMPTY = EmptyPluginSet()
 
 # Outcomes of one plugin evaluation, as counted by the metrics.
 MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID = "match", "no-match", "error", "budget", "memory", "invalid"
+# The plugin host was killed because the call passed its wall-clock limit (timeout), or the host
+# died during the call (crash); see webhook/plugins/host.py.
+TIMEOUT, CRASH = "timeout", "crash"
 # Counted, not evaluated: the plugin was skipped because it is quarantined (see quarantine.py).
 QUARANTINED = "quarantined"
 

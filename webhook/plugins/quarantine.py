@@ -4,7 +4,8 @@ Why: each call is bounded (instruction budget, memory cap), but a plugin that lo
 memory on every Pod still spends its whole budget — about 10 ms — on every review that reaches
 the plugins, on the event loop, so every review queued behind it waits too. After
 ``after`` consecutive *costly* failures (budget or memory: the outcomes that cost the full bound;
-an error or an invalid return is cheap) the plugin is skipped for ``seconds``; then one call is
+a timeout or a crash of the plugin host: both kill a process; an error or an invalid return is
+cheap) the plugin is skipped for ``seconds``; then one call is
 let through as a trial: a costly failure again doubles the quarantine (up to
 :data:`MAX_SECONDS`), anything else lifts it and resets the length.
 
@@ -23,9 +24,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webhook.plugins import BUDGET, MEMORY
+from webhook.plugins import BUDGET, CRASH, MEMORY, TIMEOUT
 
-COSTLY = frozenset({BUDGET, MEMORY})
+# The outcomes that cost the whole bound of a call: instructions, memory, wall-clock time (the host
+# was killed), or the host itself (it died during the call and had to be replaced).
+COSTLY = frozenset({BUDGET, MEMORY, TIMEOUT, CRASH})
 MAX_SECONDS = 600.0
 
 # What a recorded outcome changed, for the log line and the gauge.

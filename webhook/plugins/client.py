@@ -1,0 +1,565 @@
+"""The server's side of the plugin hosts: start them, talk to them, kill them when a limit passes.
+
+Two clients over the same host program (:mod:`webhook.plugins.host`) and wire format:
+
+* :class:`AsyncHost` / :class:`HostPool` for `serve`: requests are written to the host's pipe and
+  the answer arrives through the event loop (``connect_read_pipe``), so a review waiting for
+  plugins never blocks the loop, and everyday reviews keep flowing meanwhile.
+* :class:`BlockingHost` for the offline doors (`resolve --plugins`, `plugin test`, `audit`,
+  `backfill`) and for the registry's loader, which runs in a source's thread: ``select`` on the
+  pipe with the same watchdog.
+
+The watchdog: while a request runs, the client checks the host's progress board (which plugin,
+since when) at the moment that plugin's wall-clock limit would pass; if it is still the same
+plugin, the host is SIGKILLed and the request ends with :class:`Died` naming the plugin's index,
+so the caller charges that plugin (outcome ``timeout``). A host that dies by itself ends the
+request the same way with ``crash``. One request per host at a time: a host is either idle in the
+pool or owned by exactly one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+
+from webhook.plugins import CRASH, TIMEOUT
+from webhook.plugins.host import BOARD, BOARD_SIZE, EVAL, HEADER, NICENESS, SYNC, frame
+
+log = logging.getLogger("workload_tagger.plugins.host")
+
+START_TIMEOUT_S = 30.0  # a fresh interpreter importing lupa; only a broken install takes this long
+MAX_BACKOFF_S = 10.0
+FIRST_BACKOFF_S = 0.1
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder()
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What every host is started with, and the wall-clock limits its client enforces."""
+
+    instructions: int
+    memory_bytes: int
+    call_timeout_s: float
+    load_timeout_s: float
+    niceness: int = NICENESS
+
+
+@dataclass(frozen=True, slots=True)
+class Died:
+    """A request that ended with its host gone: ``kind`` is TIMEOUT (we killed it) or CRASH;
+    ``index`` the position in the request of the plugin then running (-1: none had started)."""
+
+    kind: str
+    index: int
+    seconds: float
+
+
+# What a review gets when its deadline passes before the host answers (the host carries on).
+LATE = "late"
+
+
+class HostObserver(Protocol):
+    """Where the hosts report; metrics.py implements it."""
+
+    def host_exited(self, reason: str) -> None: ...
+
+    def hosts_up(self, count: int) -> None: ...
+
+
+class NullHostObserver:
+    def host_exited(self, reason: str) -> None:
+        pass
+
+    def hosts_up(self, count: int) -> None:
+        pass
+
+
+def _memfd() -> int:
+    fd = os.memfd_create("workload-tagger-host-board", os.MFD_CLOEXEC)
+    os.ftruncate(fd, BOARD_SIZE)
+    return fd
+
+
+def spawn(settings: HostSettings) -> tuple[subprocess.Popen[bytes], Any]:
+    """Start a host process and map its progress board; the caller waits for its hello frame."""
+    import mmap
+
+    fd = _memfd()
+    try:
+        board = mmap.mmap(fd, BOARD_SIZE)
+        cmd = [sys.executable, "-m", "webhook.plugins.host", "--board-fd", str(fd), "--parent", str(os.getpid()),
+               "--instructions", str(settings.instructions), "--memory-bytes", str(settings.memory_bytes),
+               "--niceness", str(settings.niceness)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(fd,),
+                                start_new_session=True)  # a terminal's Ctrl-C reaches the server only
+    finally:
+        os.close(fd)
+    return proc, board
+
+
+def sync_message(seq: int, new: list[tuple[int, str, str]], keep: list[int]) -> bytes:
+    return frame(_ENCODER.encode([SYNC, seq, new, keep]))
+
+
+def eval_message(seq: int, ids: list[int], data: bytes, deadline: float | None, want_output: bool = False) -> bytes:
+    return frame(_ENCODER.encode([EVAL, seq, ids, data, deadline or 0.0, want_output]))
+
+
+class _Board:
+    """The client's view of a host's progress board, and the watchdog's arithmetic."""
+
+    def __init__(self, board: Any) -> None:
+        self.board = board
+
+    def due(self, seq: int, sent_at: float, limit: float) -> tuple[float, int, float]:
+        """(when the running plugin's limit passes, its index, when it started)."""
+        bseq, index, started = BOARD.unpack_from(self.board, 0)
+        if bseq != seq:  # no plugin of this request started yet: count from the send
+            return sent_at + limit, -1, sent_at
+        return started + limit, index, started
+
+
+class BlockingHost:
+    """One host driven synchronously (offline doors, the registry's loader thread)."""
+
+    def __init__(self, settings: HostSettings) -> None:
+        self.settings = settings
+        self.proc, board = spawn(settings)
+        self._board = _Board(board)
+        self._buffer = bytearray()
+        self._seq = -1  # never on the board (all zeros until the first request): the wait counts from now
+        self.alive = True
+        hello = self._exchange(None, START_TIMEOUT_S, None)
+        if isinstance(hello, Died):
+            raise RuntimeError("plugin host did not start")
+        self._seq = 0
+
+    def sync(self, new: list[tuple[int, str, str]], keep: list[int]) -> list[Any] | Died:
+        self._seq += 1
+        return self._exchange(sync_message(self._seq, new, keep), self.settings.load_timeout_s, None)
+
+    def evaluate(self, ids: list[int], data: bytes, deadline: float | None, want_output: bool = False) -> list[Any] | Died:
+        self._seq += 1
+        return self._exchange(eval_message(self._seq, ids, data, deadline, want_output),
+                              self.settings.call_timeout_s, deadline)
+
+    def _exchange(self, message: bytes | None, limit: float, deadline: float | None) -> list[Any] | Died:
+        if not self.alive:
+            return Died(CRASH, -1, 0.0)
+        sent_at = time.monotonic()
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        if message is not None:
+            try:
+                self.proc.stdin.write(message)  # type: ignore[union-attr]
+                self.proc.stdin.flush()  # type: ignore[union-attr]
+            except (BrokenPipeError, OSError):
+                return self._died(CRASH, -1, sent_at)
+        while True:
+            answer = self._take_frame()
+            if answer is not None:
+                return answer[1]  # type: ignore[no-any-return]
+            now = time.monotonic()
+            due, index, started = self._board.due(self._seq, sent_at, limit)
+            if now >= due:
+                self._kill()
+                return self._died(TIMEOUT, index, started)
+            readable, _, _ = select.select([fd], [], [], due - now)
+            if readable:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    _, index, started = self._board.due(self._seq, sent_at, limit)
+                    return self._died(CRASH, index, started)
+                self._buffer += chunk
+
+    def _take_frame(self) -> Any:
+        buffer = self._buffer
+        if len(buffer) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(buffer, 0)
+        if len(buffer) < HEADER.size + size:
+            return None
+        body = bytes(buffer[HEADER.size:HEADER.size + size])
+        del buffer[:HEADER.size + size]
+        return _DECODER.decode(body)
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    def _died(self, kind: str, index: int, started: float) -> Died:
+        self.alive = False
+        self._kill()
+        self.proc.wait()
+        self._close_pipes()
+        return Died(kind, index, time.monotonic() - started)
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
+
+    def close(self) -> None:
+        """Stop the host now (SIGKILL: nothing it holds needs a clean exit)."""
+        if self.alive:
+            self.alive = False
+            self._kill()
+            self.proc.wait()
+            self._close_pipes()
+
+
+Done = Callable[[list[Any] | None, Died | None], None]
+
+
+class _Call:
+    __slots__ = ("deadline", "done", "future", "limit", "release", "sent_at", "seq")
+
+    def __init__(self, seq: int, limit: float, deadline: float | None, done: Done | None,
+                 future: asyncio.Future[Any], sent_at: float, release: bool) -> None:
+        self.release = release
+        self.seq = seq
+        self.limit = limit
+        self.deadline = deadline
+        self.done = done
+        self.future = future
+        self.sent_at = sent_at
+
+
+class AsyncHost(asyncio.Protocol):
+    """One host driven from the event loop; owned by the :class:`HostPool`.
+
+    ``installed``: the plugin ids compiled in this host (the pool syncs before evaluating).
+    """
+
+    def __init__(self, pool: HostPool, proc: subprocess.Popen[bytes], board: Any) -> None:
+        self.pool = pool
+        self.proc = proc
+        self._board = _Board(board)
+        self._loop = pool.loop
+        self._buffer = bytearray()
+        self._seq = 0
+        self._call: _Call | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.WriteTransport | None = None
+        self._reader: asyncio.ReadTransport | None = None
+        self._killed = False
+        self._hello: asyncio.Future[Any] = self._loop.create_future()
+        self.exited: asyncio.Future[None] = self._loop.create_future()
+        self.installed: set[int] = set()
+        self.alive = True
+
+    async def connect(self) -> None:
+        loop = self._loop
+        self._reader, _ = await loop.connect_read_pipe(lambda: self, self.proc.stdout)  # type: ignore[arg-type]
+        self._writer, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, self.proc.stdin)  # type: ignore[arg-type]
+        await asyncio.wait_for(asyncio.shield(self._hello), START_TIMEOUT_S)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def sync(self, new: list[tuple[int, str, str]], keep: list[int], done: Done | None = None,
+             release: bool = False) -> asyncio.Future[Any]:
+        """Compile ``new`` (bounded by the load limit per plugin); no review deadline: see HostedPluginSet."""
+        self._seq += 1
+        return self._send(sync_message(self._seq, new, keep), self.pool.settings.load_timeout_s, None, done, release)
+
+    def evaluate(self, ids: list[int], data: bytes, deadline: float | None, done: Done | None) -> asyncio.Future[Any]:
+        """Call plugins ``ids`` on ``data``; the host goes back to the pool when it answers."""
+        self._seq += 1
+        return self._send(eval_message(self._seq, ids, data, deadline), self.pool.settings.call_timeout_s,
+                          deadline, done, True)
+
+    def _send(self, message: bytes, limit: float, deadline: float | None, done: Done | None,
+              release: bool) -> asyncio.Future[Any]:
+        """Write one request; the future gets the answer, a :class:`Died`, or LATE past ``deadline``.
+
+        ``done`` is called exactly once with the answer or the death, even when the caller has
+        stopped waiting (so plugin outcomes are always counted and charged). ``release``: the host
+        returns to the pool when it answers; otherwise its owner still holds it.
+        """
+        loop = self._loop
+        future: asyncio.Future[Any] = loop.create_future()
+        now = time.monotonic()  # the board's clock; uvloop's loop.time() is a cached, coarser one
+        call = _Call(self._seq, limit, deadline, done, future, now, release)
+        if not self.alive or self._writer is None or self._call is not None:
+            self._finish(call, None, Died(CRASH, -1, 0.0))
+            return future
+        self._call = call
+        self._writer.write(message)
+        wake = now + limit
+        if deadline is not None and deadline < wake:
+            wake = deadline
+        self._timer = loop.call_later(wake - now, self._watch)
+        return future
+
+    def _watch(self) -> None:
+        call = self._call
+        self._timer = None
+        if call is None:
+            return
+        now = time.monotonic()
+        if call.deadline is not None and now >= call.deadline and not call.future.done():
+            call.future.set_result(LATE)
+        due, index, started = self._board.due(call.seq, call.sent_at, call.limit)
+        if now >= due:
+            self._killed = True
+            self._died(TIMEOUT, index, now - started)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            return
+        wake = due
+        if call.deadline is not None and not call.future.done() and call.deadline < wake:
+            wake = call.deadline
+        self._timer = self._loop.call_later(max(0.0, wake - now), self._watch)
+
+    @staticmethod
+    def _finish(call: _Call, answer: list[Any] | None, died: Died | None) -> None:
+        if call.done is not None:
+            call.done(answer, died)
+        if not call.future.done():
+            call.future.set_result(died if died is not None else answer)
+
+    # --- the pipe -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, 0)
+            end = HEADER.size + size
+            if len(buffer) < end:
+                return
+            message = _DECODER.decode(memoryview(buffer)[HEADER.size:end])
+            del buffer[:end]
+            self._answer(message)
+
+    def _answer(self, message: list[Any]) -> None:
+        if not self._hello.done():
+            self._hello.set_result(None)
+            return
+        call = self._call
+        if call is None or message[0] != call.seq:
+            return  # an answer to a request we already gave up on: cannot happen with one call at a time
+        self._call = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._finish(call, message[1], None)
+        if call.release:
+            self.pool.release(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The host's stdout closed: it exited (or we killed it)."""
+        if self.alive:
+            call = self._call
+            if call is not None:
+                _due, index, started = self._board.due(call.seq, call.sent_at, call.limit)
+                self._died(CRASH, index, time.monotonic() - started)
+            else:
+                self._died(CRASH, -1, 0.0)
+        if not self._hello.done():
+            self._hello.set_exception(RuntimeError("plugin host exited before it was ready"))
+        self._close()
+
+    def _died(self, kind: str, index: int, seconds: float) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        call, self._call = self._call, None
+        if call is not None:
+            self._finish(call, None, Died(kind, index, seconds))
+        self.pool.lost(self, kind)
+
+    def kill(self) -> None:
+        if self.alive:
+            self._killed = True
+            self.alive = False
+            call, self._call = self._call, None
+            if call is not None:
+                self._finish(call, None, Died(CRASH, -1, 0.0))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+
+    def _close(self) -> None:
+        for transport in (self._writer, self._reader):
+            if transport is not None:
+                transport.close()
+        if not self.exited.done():
+            # Reap without blocking the loop: the process is gone or going (its stdout closed).
+            self._loop.run_in_executor(None, self.proc.wait).add_done_callback(lambda _: _settle(self.exited, None))
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class HostPool:
+    """``size`` hosts, each evaluating one request at a time; replaced when they die.
+
+    A request takes an idle host (or waits for one, up to its deadline) and the host comes back
+    when its answer arrives, or is replaced when it dies. A host killed by the watchdog is
+    replaced at once; hosts that die by themselves are replaced with doubling backoff (reset by
+    any answered request), so a host that crashes on start cannot spin. ``warm`` gives the
+    plugins a new host compiles before it takes requests.
+    """
+
+    def __init__(self, settings: HostSettings, size: int, observer: HostObserver | None = None,
+                 warm: Callable[[], list[tuple[int, str, str]]] | None = None) -> None:
+        self.settings = settings
+        self.size = size
+        self.observer: HostObserver = observer or NullHostObserver()
+        self.warm = warm
+        self.loop = asyncio.get_running_loop()
+        self._idle: list[AsyncHost] = []
+        self._hosts: set[AsyncHost] = set()
+        self._waiters: deque[asyncio.Future[AsyncHost | None]] = deque()
+        self._starting = 0
+        self._failures = 0
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def up(self) -> int:
+        return len(self._hosts)
+
+    async def start(self) -> None:
+        """Start every host; returns when they are up (or have failed and are being retried)."""
+        await asyncio.gather(*(self._replace(0.0) for _ in range(self.size)))
+
+    async def close(self) -> None:
+        """Kill every host (SIGKILL) and wait until they are reaped."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        hosts = list(self._hosts)
+        for host in hosts:
+            host.kill()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*(h.exited for h in hosts), return_exceptions=True), 5.0)
+
+    async def acquire(self, deadline: float | None) -> AsyncHost | None:
+        """An idle host, or None when none is up (being replaced) or none frees up before ``deadline``."""
+        if self._idle:
+            return self._idle.pop()
+        if not self._hosts and not self._starting:
+            return None
+        waiter: asyncio.Future[AsyncHost | None] = self.loop.create_future()
+        self._waiters.append(waiter)
+        timer = None
+        if deadline is not None:
+            timer = self.loop.call_later(deadline - time.monotonic(), _settle, waiter, None)
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def release(self, host: AsyncHost) -> None:
+        """A host finished a request: hand it to the next waiter, or keep it idle."""
+        self._failures = 0
+        if not host.alive:
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(host)
+                return
+        self._idle.append(host)
+
+    def give_back(self, host: AsyncHost) -> None:
+        """A host taken by :meth:`acquire` but not used."""
+        if host.alive:
+            self.release(host)
+
+    def lost(self, host: AsyncHost, reason: str) -> None:
+        """A host died (killed by the watchdog: TIMEOUT; by itself: CRASH); start its replacement."""
+        self._hosts.discard(host)
+        if host in self._idle:
+            self._idle.remove(host)
+        if self._closed:
+            return
+        self.observer.host_exited(reason)
+        self.observer.hosts_up(len(self._hosts))
+        # The first kill after an answered request is replaced at once (the watchdog did its job);
+        # repeated deaths without an answer in between back off.
+        delay = 0.0 if reason == TIMEOUT and not self._failures else min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** self._failures)
+        self._failures += 1
+        log.warning("plugin host %s; starting another%s", "killed: a plugin passed its time limit"
+                    if reason == TIMEOUT else "exited unexpectedly", f" in {delay:g} s" if delay else "",
+                    extra={"reason": reason, "pid": host.proc.pid, "hosts_up": len(self._hosts)})
+        task = self.loop.create_task(self._replace(delay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # Requests waiting for a host while none is up get their answer now: no plugins.
+        if not self._hosts and not self._starting:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _replace(self, delay: float) -> None:
+        self._starting += 1
+        started = False
+        try:
+            while not self._closed:
+                if delay:
+                    await asyncio.sleep(delay)
+                try:
+                    host = await self._start_one()
+                except Exception as exc:
+                    delay = min(MAX_BACKOFF_S, max(FIRST_BACKOFF_S, delay * 2))
+                    log.error("plugin host failed to start; retrying", extra={"error": str(exc), "retry_in_s": delay})
+                    continue
+                if host is None:
+                    return  # closed, or it died warming up and lost() started its replacement
+                self._starting -= 1
+                started = True
+                self._hosts.add(host)
+                self.observer.hosts_up(len(self._hosts))
+                self.release(host)
+                return
+        finally:
+            if not started:
+                self._starting -= 1
+
+    async def _start_one(self) -> AsyncHost | None:
+        proc, board = await self.loop.run_in_executor(None, spawn, self.settings)
+        host = AsyncHost(self, proc, board)
+        try:
+            await host.connect()
+        except BaseException:
+            host.kill()
+            raise
+        if self._closed:
+            host.kill()
+            return None
+        self._hosts.add(host)  # so that a death during the warm-up is seen by lost()
+        plugins = self.warm() if self.warm is not None else []
+        if plugins:
+            answer = await host.sync(plugins, [p[0] for p in plugins])
+            if isinstance(answer, Died):
+                return None  # lost() already started a replacement; a plugin that hangs on load is quarantined
+            host.installed.update(p[0] for p, (ok, _, _) in zip(plugins, answer, strict=True) if ok)
+        self._hosts.discard(host)
+        return host
