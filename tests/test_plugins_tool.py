@@ -10,8 +10,7 @@ import pytest
 
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.plugins.registry import PluginLimits
-from webhook.plugins.tool import add_arguments, plugin_set_from_dir, run
+from webhook.plugins.tool import FAILED_CALLS_EXIT, add_arguments, plugin_set_from_dir, run
 from webhook.resolver import Resolver
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "plugins"
@@ -66,7 +65,7 @@ def test_plugin_test_reports_runtime_errors_with_line(
     plugin.write_text(
         'function GetWorkloadTypeAndName(s)\n  print("looking at", #s)\n  return nil .. "x"\nend\n'
     )
-    assert run(parse([str(plugin), str(DATA / "og-pod.json")]), Config()) == 0
+    assert run(parse([str(plugin), str(DATA / "og-pod.json")]), Config()) == FAILED_CALLS_EXIT  # a failed call exits non-zero
     line = json.loads(capsys.readouterr().out)
     assert (
         line["outcome"] == "error"
@@ -86,7 +85,7 @@ def test_plugin_that_does_not_load_is_one_error(tmp_path: Path) -> None:
 
 
 def test_plugin_set_from_dir(tmp_path: Path) -> None:
-    plugins = plugin_set_from_dir(str(EXAMPLES), PluginLimits())
+    plugins = plugin_set_from_dir(str(EXAMPLES), Config())
     assert plugins.names == ("acme-pipeline", "opengauss", "team-label")
     meta = {
         "name": "r-1",
@@ -103,9 +102,9 @@ def test_plugin_set_from_dir(tmp_path: Path) -> None:
     (tmp_path / "good.lua").write_text('function GetWorkloadTypeAndName(s) return "", "" end')
     (tmp_path / "zbad.lua").write_text("function GetWorkloadTypeAndName(s)")
     with pytest.raises(CLIError, match=r"plugin 'zbad' rejected: zbad.lua:1: .*zbad.lua\)$"):
-        plugin_set_from_dir(str(tmp_path), PluginLimits())
+        plugin_set_from_dir(str(tmp_path), Config())
     with pytest.raises(CLIError, match="does not exist"):
-        plugin_set_from_dir(str(tmp_path / "nope"), PluginLimits())
+        plugin_set_from_dir(str(tmp_path / "nope"), Config())
     (tmp_path / "zbad.lua").write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(CLIError, match=f"^cannot read plugins from {tmp_path}: 'utf-8' codec can't decode"):
-        plugin_set_from_dir(str(tmp_path), PluginLimits())
+        plugin_set_from_dir(str(tmp_path), Config())

@@ -109,6 +109,26 @@ class Config:
         metadata={"help": "first quarantine; doubles while the plugin's trial calls keep failing, "
                   "up to 10 minutes", "key": "pluginQuarantineSeconds"},
     )
+    plugin_hosts: int = field(
+        default=2,
+        metadata={"help": "plugin host processes evaluating plugins in parallel (see README, Plugins)",
+                  "key": "pluginHosts"},
+    )
+    plugin_call_timeout_ms: int = field(
+        default=200,
+        metadata={"help": "wall-clock limit of one plugin call; past it the host is killed and the plugin "
+                  "charged (outcome timeout)", "key": "pluginCallTimeoutMs"},
+    )
+    plugin_load_timeout_ms: int = field(
+        default=2000,
+        metadata={"help": "wall-clock limit of loading one plugin; past it the plugin is rejected and its "
+                  "last good version kept", "key": "pluginLoadTimeoutMs"},
+    )
+    plugin_max_input_kib: int = field(
+        default=64,
+        metadata={"help": "Pods whose plugin input (DeepFlow-shaped metadata) is larger are not sent to "
+                  "plugins (counted)", "key": "pluginMaxInputKib"},
+    )
     review_budget_ms: int = field(
         default=500, metadata={"help": "time budget for one review; past it: allowed, no patch", "key": "reviewBudgetMs"}
     )
@@ -227,6 +247,10 @@ def validate(config: Config) -> None:
         raise ConfigError("shutdownDrainSeconds must be >= 0 and shutdownGraceSeconds > 0")
     if config.max_body_bytes < 1024:
         raise ConfigError("maxBodyBytes must be at least 1024")
+    if config.plugin_hosts < 1:
+        raise ConfigError("pluginHosts must be at least 1")
+    if config.plugin_call_timeout_ms <= 0 or config.plugin_load_timeout_ms <= 0 or config.plugin_max_input_kib <= 0:
+        raise ConfigError("pluginCallTimeoutMs, pluginLoadTimeoutMs and pluginMaxInputKib must be > 0")
     if config.plugin_quarantine_after < 0 or config.plugin_quarantine_seconds <= 0:
         raise ConfigError("pluginQuarantineAfter must be >= 0 and pluginQuarantineSeconds > 0")
 

@@ -31,7 +31,7 @@ from prometheus_client.metrics_core import Metric
 
 from webhook import __version__
 from webhook.mutate import MUTATED, UNCHANGED
-from webhook.plugins import BUDGET, ERROR, INVALID, MATCH, MEMORY, NO_MATCH, QUARANTINED
+from webhook.plugins import BUDGET, CRASH, ERROR, INVALID, MATCH, MEMORY, NO_MATCH, QUARANTINED, TIMEOUT
 from webhook.rules import BUILTIN_RULES
 from webhook.types import KNOWN_TYPES, Resolution, canonical_type
 
@@ -67,7 +67,8 @@ OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 UNKNOWN_OPERATION = "unknown"
 ADMISSION_OUTCOMES = ("mutated", "unchanged", "skipped", "error", "timeout", "invalid")
 RESOLUTION_SOURCES = ("builtin", "config", "plugin")
-PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID, QUARANTINED)
+PLUGIN_OUTCOMES = (MATCH, NO_MATCH, ERROR, BUDGET, MEMORY, INVALID, TIMEOUT, CRASH, QUARANTINED)
+HOST_EXIT_REASONS = (TIMEOUT, CRASH)
 WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
 PLATFORMS = tuple(sorted({r.platform for r in BUILTIN_RULES if r.platform}))
 
@@ -146,8 +147,8 @@ PODS_SEEN = Counter(
 
 PLUGIN_EVALUATIONS = Counter(
     "plugin_evaluations",
-    "Plugin calls, by plugin and outcome (match, no-match, error, budget, memory, invalid; "
-    "quarantined: skipped, not called).",
+    "Plugin calls, by plugin and outcome (match, no-match, error, budget, memory, invalid; timeout: "
+    "killed at its wall-clock limit; crash: its host died; quarantined: skipped, not called).",
     ["plugin", "outcome"],
     namespace=NS,
     registry=REGISTRY,
@@ -194,6 +195,30 @@ PLUGIN_LOAD_ERRORS = Counter(
     namespace=NS,
     registry=REGISTRY,
 )
+
+PLUGIN_INPUTS_TOO_LARGE = Counter(
+    "plugin_inputs_too_large",
+    "Pods that needed plugins but whose plugin input was above pluginMaxInputKib: no plugin was asked.",
+    namespace=NS,
+    registry=REGISTRY,
+)
+PLUGIN_HOST_EXITS = Counter(
+    "plugin_host_exits",
+    "Plugin host processes that ended and were replaced, by reason (timeout: killed because a plugin "
+    "passed its wall-clock limit; crash: died by itself).",
+    ["reason"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+PLUGIN_HOSTS_UP = Gauge(
+    "plugin_hosts_up",
+    "Plugin host processes ready to evaluate plugins (0 while all are being replaced: no plugin answers).",
+    namespace=NS,
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+for _reason in HOST_EXIT_REASONS:
+    PLUGIN_HOST_EXITS.labels(_reason)
 
 # --- plugin sources -------------------------------------------------------------------------
 
@@ -508,6 +533,9 @@ class PluginMetrics:
     def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
         PLUGIN_QUARANTINED.labels(plugin).set(1 if quarantined else 0)
 
+    def oversized(self) -> None:
+        PLUGIN_INPUTS_TOO_LARGE.inc()
+
     def load_failed(self, plugin: str, error: str) -> None:
         with self._lock:
             self._failed.add(plugin)
@@ -541,6 +569,16 @@ class PluginMetrics:
                 PLUGIN_LATENCY.labels(name)
             PLUGINS_LOADED.set(len(plugins))
             PLUGINS_FAILED.set(len(failed))
+
+
+class PluginHostMetrics:
+    """The :class:`webhook.plugins.client.HostObserver` that feeds the plugin host metrics."""
+
+    def host_exited(self, reason: str) -> None:
+        PLUGIN_HOST_EXITS.labels(reason if reason in HOST_EXIT_REASONS else CRASH).inc()
+
+    def hosts_up(self, count: int) -> None:
+        PLUGIN_HOSTS_UP.set(count)
 
 
 class SourceMetrics:

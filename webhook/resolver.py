@@ -3,6 +3,11 @@
 `/mutate`, `resolve`, `plugin test`, `audit` and `backfill` all call :meth:`Resolver.resolve`,
 so the CLI can never disagree with the webhook. Order: built-in (and config) rules, then
 plugins — or plugins first when ``plugins_first`` is set — first acceptable answer wins.
+
+The webhook takes the same order in two steps, so that everyday Pods never wait for anything:
+:meth:`Resolver.resolve_fast` (sync: the rules) answers, or says :data:`NEEDS_PLUGINS`; only then
+the handler awaits :meth:`Resolver.resolve_slow` (the plugins, evaluated in a plugin host, then
+whatever comes after them).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from webhook.plugins import EMPTY, PluginSet
+from webhook.plugins import EMPTY, AsyncPluginSet, PluginSet
 from webhook.rules import (
     BUILTIN_RULES,
     OwnerRule,
@@ -31,6 +36,18 @@ class ResolverSettings:
     plugins_first: bool = False
     allow_custom_types: bool = False
     extra_rules: tuple[OwnerRule, ...] = ()
+
+
+class NeedsPlugins:
+    """The fast path's answer when only the plugins can tell (see :meth:`Resolver.resolve_fast`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEEDS_PLUGINS"
+
+
+NEEDS_PLUGINS = NeedsPlugins()
 
 
 class Resolver:
@@ -76,6 +93,45 @@ class Resolver:
             if wtype is not None:
                 return Resolution(wtype, answer.workload_name, None, f"plugin:{answer.plugin}")
         return None
+
+    def resolve_fast(self, pod: PodMeta, plugins: PluginSet | AsyncPluginSet) -> Resolution | NeedsPlugins | None:
+        """The synchronous step: the rules' answer, or :data:`NEEDS_PLUGINS` when plugins must be asked
+        (no rule answered, or ``plugins_first``, and the set has plugins); then await :meth:`resolve_slow`."""
+        if not plugins.names:
+            return self.by_rules(pod)
+        if self.settings.plugins_first:
+            return NEEDS_PLUGINS
+        found = self.by_rules(pod)
+        return NEEDS_PLUGINS if found is None else found
+
+    async def resolve_slow(
+        self,
+        pod: PodMeta,
+        namespace: str | None,
+        plugins: PluginSet | AsyncPluginSet,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Resolution | None:
+        """The step after :data:`NEEDS_PLUGINS`: the plugins (awaited from their host when the set is
+        hosted; a synchronous set is run in place), then the rules when ``plugins_first``."""
+        if hasattr(plugins, "first_answer"):
+            found = await self.by_plugins_async(pod, namespace, plugins, deadline)  # type: ignore[arg-type]
+        else:
+            found = self.by_plugins(pod, namespace, plugins, deadline, clock)  # type: ignore[arg-type]
+        if found is None and self.settings.plugins_first:
+            return self.by_rules(pod)
+        return found
+
+    async def by_plugins_async(
+        self, pod: PodMeta, namespace: str | None, plugins: AsyncPluginSet, deadline: float | None = None
+    ) -> Resolution | None:
+        if not plugins.names:
+            return None
+        found = await plugins.first_answer(plugin_input(pod, namespace), deadline, self.accept_type)
+        if found is None:
+            return None
+        answer, wtype = found
+        return Resolution(wtype, answer.workload_name, None, f"plugin:{answer.plugin}")
 
     def resolve(
         self,

@@ -2,7 +2,9 @@
 
 The hot path (`/mutate`) runs synchronously inside the handler: decode, resolve, patch,
 encode are CPU-only and sub-millisecond, so handing them to a thread would cost more than
-it saves. Nothing on it talks to the Kubernetes API.
+it saves. Nothing on it talks to the Kubernetes API. A review the rules cannot answer takes the
+one asynchronous step, :meth:`PodMutator.finish`: its plugins run in a plugin host while the
+event loop serves everything else.
 
 We serve through aiohttp's low-level ``web.Server`` with a four-entry route table of our own,
 not ``web.Application``: its router resolution, match-info and handler wrapping are per-request
@@ -31,7 +33,7 @@ from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from webhook import admission, metrics
-from webhook.mutate import ERROR, PodMutator
+from webhook.mutate import ERROR, Decision, PendingReview, PodMutator
 
 log = logging.getLogger("workload_tagger.server")
 
@@ -197,22 +199,31 @@ def build_app(mutator: PodMutator, readiness: Readiness, max_body_bytes: int) ->
         in_flight.enter()
         try:
             body = await request.read()  # raises 413 past client_max_size
-            response = web.Response(body=review(body), content_type=JSON)
+            started = time.perf_counter()
+            answer = review(body, started)
+            if type(answer) is PendingReview:  # only the plugins can tell: the one awaited step
+                answer = conclude(answer.request, await mutator.finish(answer), started)
+            response = web.Response(body=answer, content_type=JSON)  # type: ignore[arg-type]
             if readiness.shutting_down:  # ask keep-alive clients to reconnect, i.e. to another replica
                 response.force_close()
             return response
         finally:
             in_flight.leave()
 
-    def review(body: bytes) -> bytes:
-        started = time.perf_counter()
+    def review(body: bytes, started: float) -> bytes | PendingReview:
+        """The answer's bytes, or what the awaited step needs when the plugins must be asked."""
         try:
             req = admission.decode_for_mutation(body)
         except admission.AdmissionError as exc:
             metrics.observe_admission("", INVALID, None)
             log.warning("malformed admission review", extra={"error": str(exc)})
             raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
-        decision = mutator.handle(req)
+        decision = mutator.decide(req)
+        if type(decision) is PendingReview:
+            return decision
+        return conclude(req, decision, started)  # type: ignore[arg-type]
+
+    def conclude(req: admission.AdmissionRequest, decision: Decision, started: float) -> bytes:
         if decision.outcome == ERROR:
             log.error(
                 "resolution failed; allowed without patch",

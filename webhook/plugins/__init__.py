@@ -82,6 +82,10 @@ class PluginObserver(Protocol):
 
     def quarantine_changed(self, plugin: str, quarantined: bool) -> None: ...
 
+    def oversized(self) -> None:
+        """A Pod whose plugin input is above the size limit: no plugin was asked."""
+        ...
+
     def load_failed(self, plugin: str, error: str) -> None: ...
 
     def set_loaded(self, plugins: Mapping[str, str]) -> None:
@@ -97,6 +101,9 @@ class NullObserver:
         pass
 
     def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
+        pass
+
+    def oversized(self) -> None:
         pass
 
     def load_failed(self, plugin: str, error: str) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 from webhook.plugins import (
     CRASH,
     MATCH,
+    NO_MATCH,
     TIMEOUT,
     NullObserver,
     PluginAnswer,
@@ -41,6 +42,7 @@ from webhook.plugins import (
 from webhook.plugins.client import LATE, BlockingHost, Died, HostPool, HostSettings
 from webhook.plugins.quarantine import Breaker, QuarantinePolicy
 from webhook.plugins.registry import (
+    DEFAULT_SAMPLE_META,
     Accounts,
     ApplyReport,
     PluginLimits,
@@ -84,9 +86,7 @@ def died_result(died: Died, limit: float) -> CallResult:
 def _too_large(observer: PluginObserver, size: int, limit: int) -> bool:
     if size <= limit:
         return False
-    oversized = getattr(observer, "oversized", None)
-    if oversized is not None:
-        oversized()
+    observer.oversized()
     return True
 
 
@@ -373,3 +373,11 @@ class BlockingPluginSet:
             row = answer[-1]
             yield PluginAnswer(pending[len(answer) - 1].name, row[2], row[3])
             pending = pending[len(answer):]
+
+
+def validate_hosted(name: str, source: str, settings: HostSettings, sample_meta_json: str | None = None) -> None:
+    """Reject a plugin that does not load, or fails on a sample Pod, in a plugin host (`plugin create`)."""
+    with BlockingPluginSet({name: source}, settings) as plugins:
+        result, _, _ = plugins.call(name, sample_meta_json if sample_meta_json is not None else DEFAULT_SAMPLE_META)
+    if result.outcome not in (MATCH, NO_MATCH):
+        raise PluginLoadError(name, f"{result.outcome} on the sample Pod: {result.error}", result.line)

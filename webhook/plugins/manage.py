@@ -19,7 +19,7 @@ from typing import Any
 
 from webhook.config import Config
 from webhook.errors import CLIError
-from webhook.plugins.registry import validate_plugin
+from webhook.plugins.hosted import validate_hosted
 from webhook.plugins.tool import read_plugin_file
 from webhook.sources.snapshot import SUFFIX, plugin_key, plugins_from_data
 
@@ -106,14 +106,15 @@ def run_delete(args: argparse.Namespace, config: Config) -> int:
 
 
 def engine_validator(config: Config) -> Validator:
-    """The webhook's own check: compile in the sandbox, require the function, run once on a sample Pod."""
+    """The webhook's own check: compile in the sandbox, require the function, run once on a sample Pod,
+    in a plugin host under the webhook's wall-clock limits (a plugin that hangs is rejected, not waited for)."""
 
-    from webhook.app import plugin_limits
+    from webhook.app import host_settings
 
-    limits = plugin_limits(config)
+    settings = host_settings(config)
 
     def validate(name: str, source: str) -> None:
-        validate_plugin(name, source, limits)
+        validate_hosted(name, source, settings)
 
     return validate
 
