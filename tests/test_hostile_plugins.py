@@ -9,14 +9,14 @@ sort before the good one, so on every Pod that reaches the plugins they all run 
 
 No absolute timings are asserted (the machine is shared). What must hold: every review is
 answered 200/allowed with its own uid; the good plugin's Pods get its annotation; the server is
-alive afterwards; everyday (rule-resolved) Pods are delayed at most by the hostile reviews they
-queue behind (the hot path is synchronous): p99 below the baseline's p99 plus 3x the slowest
-hostile review, and below the review budget; the hostile reviews themselves stay inside the
-budget; /metrics shows each hostile plugin's outcome (budget, memory, error, invalid).
+alive afterwards; everyday (rule-resolved) Pods do not wait for plugins (they run in plugin hosts):
+p99 below the baseline's p99 plus 3x the slowest hostile review, and below the review budget; the
+hostile reviews themselves stay inside the budget; /metrics shows each hostile plugin's outcome
+(budget, memory, error, invalid).
 
 The attacked server runs with quarantine off, so the bounds themselves are what is tested; a
 third server with the default quarantine shows the plugins that run to their bounds being
-skipped after five calls, and the plugin-bound and everyday reviews getting faster for it.
+skipped after five calls, and the plugin-bound reviews getting faster for it.
 """
 
 from __future__ import annotations
@@ -155,10 +155,15 @@ async def run_load(server: ServeProcess) -> Load:
 
 
 def rss_kib(pid: int) -> int:
+    """The resident memory of a server and its plugin hosts (its child processes)."""
+    total = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+            total += int(line.split()[1])
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_kib(int(child))
+    return total
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -225,7 +230,7 @@ async def test_hostile_plugins_do_not_hurt_the_server_or_other_plugins(tls_files
         # The plugin-bound reviews run every hostile plugin to its limit, yet finish inside the budget.
         slowest_hostile = max(hurt.latencies["claimed"] + hurt.latencies["worst"])
         assert slowest_hostile < REVIEW_BUDGET_S, f"a hostile review took {slowest_hostile * 1e3:.0f} ms"
-        # Everyday Pods only wait for the hostile review in front of them on the event loop.
+        # Everyday Pods do not wait for plugins: they run in the hosts, off the event loop.
         p99_base, p99_hurt = base.p99("everyday"), hurt.p99("everyday")
         report = (f"everyday p99 {p99_base * 1e3:.1f} ms -> {p99_hurt * 1e3:.1f} ms with hostile plugins; "
                   f"slowest hostile review {slowest_hostile * 1e3:.1f} ms; claimed p50 "
@@ -267,7 +272,7 @@ async def test_hostile_plugins_do_not_hurt_the_server_or_other_plugins(tls_files
         print(f"quarantine: claimed p50 {claimed_hurt * 1e3:.1f} -> {claimed_guarded * 1e3:.1f} ms, everyday p99 "
               f"{p99_hurt * 1e3:.1f} -> {guarded.p99('everyday') * 1e3:.1f} ms")
         assert claimed_guarded < claimed_hurt / 2, (claimed_hurt, claimed_guarded)
-        assert guarded.p99("everyday") < p99_hurt, (p99_hurt, guarded.p99("everyday"))
+        assert guarded.p99("everyday") < REVIEW_BUDGET_S, guarded.p99("everyday")
     finally:
         baseline.kill()
         attacked.kill()
