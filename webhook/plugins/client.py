@@ -227,23 +227,25 @@ Done = Callable[[list[Any] | None, Died | None], None]
 
 
 class _Call:
-    __slots__ = ("deadline", "done", "future", "limit", "release", "sent_at", "seq")
+    __slots__ = ("deadline", "done", "future", "limit", "sent_at", "seq")
 
     def __init__(self, seq: int, limit: float, deadline: float | None, done: Done | None,
-                 future: asyncio.Future[Any], sent_at: float, release: bool) -> None:
-        self.release = release
+                 future: asyncio.Future[Any], sent_at: float) -> None:
         self.seq = seq
         self.limit = limit
         self.deadline = deadline
         self.done = done
         self.future = future
-        self.sent_at = sent_at
+        self.sent_at = sent_at  # when the host could start it: sent, or the previous call answered
 
 
 class AsyncHost(asyncio.Protocol):
     """One host driven from the event loop; owned by the :class:`HostPool`.
 
-    ``installed``: the plugin ids compiled in this host (the pool syncs before evaluating).
+    Requests are pipelined: a host may have a few queued in its stdin while it works on the first
+    (the pool spreads them, fewest queued first), so a busy server writes and reads in batches
+    instead of parking each review on a waiter. The host answers in order. ``installed``: the
+    plugin ids compiled in this host, or queued to be (a sync precedes the evaluations behind it).
     """
 
     def __init__(self, pool: HostPool, proc: subprocess.Popen[bytes], board: Any) -> None:
@@ -253,14 +255,13 @@ class AsyncHost(asyncio.Protocol):
         self._loop = pool.loop
         self._buffer = bytearray()
         self._seq = 0
-        self._call: _Call | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.calls: deque[_Call] = deque()
         self._writer: asyncio.WriteTransport | None = None
         self._reader: asyncio.ReadTransport | None = None
-        self._killed = False
         self._hello: asyncio.Future[Any] = self._loop.create_future()
         self.exited: asyncio.Future[None] = self._loop.create_future()
         self.installed: set[int] = set()
+        self.synced_for: object = None  # the plugin set whose every plugin is installed here
         self.alive = True
 
     async def connect(self) -> None:
@@ -271,72 +272,58 @@ class AsyncHost(asyncio.Protocol):
 
     # --- requests -----------------------------------------------------------------------------
 
-    def sync(self, new: list[tuple[int, str, str]], keep: list[int], done: Done | None = None,
-             release: bool = False) -> asyncio.Future[Any]:
-        """Compile ``new`` (bounded by the load limit per plugin); no review deadline: see HostedPluginSet."""
+    def sync(self, new: list[tuple[int, str, str]], keep: list[int], done: Done | None = None) -> asyncio.Future[Any]:
+        """Compile ``new`` (bounded by the load limit per plugin) and keep only ``keep`` besides."""
         self._seq += 1
-        return self._send(sync_message(self._seq, new, keep), self.pool.settings.load_timeout_s, None, done, release)
+        self.installed = self.installed.intersection(keep) | {entry[0] for entry in new}
+        return self._send(sync_message(self._seq, new, keep), self.pool.settings.load_timeout_s, None, done)
 
     def evaluate(self, ids: list[int], data: bytes, deadline: float | None, done: Done | None) -> asyncio.Future[Any]:
-        """Call plugins ``ids`` on ``data``; the host goes back to the pool when it answers."""
+        """Call plugins ``ids`` on ``data``, after whatever is queued before it on this host."""
         self._seq += 1
         return self._send(eval_message(self._seq, ids, data, deadline), self.pool.settings.call_timeout_s,
-                          deadline, done, True)
+                          deadline, done)
 
-    def _send(self, message: bytes, limit: float, deadline: float | None, done: Done | None,
-              release: bool) -> asyncio.Future[Any]:
+    def _send(self, message: bytes, limit: float, deadline: float | None, done: Done | None) -> asyncio.Future[Any]:
         """Write one request; the future gets the answer, a :class:`Died`, or LATE past ``deadline``.
 
         ``done`` is called exactly once with the answer or the death, even when the caller has
-        stopped waiting (so plugin outcomes are always counted and charged). ``release``: the host
-        returns to the pool when it answers; otherwise its owner still holds it.
+        stopped waiting (so plugin outcomes are always counted and charged).
         """
-        loop = self._loop
-        future: asyncio.Future[Any] = loop.create_future()
-        now = time.monotonic()  # the board's clock; uvloop's loop.time() is a cached, coarser one
-        call = _Call(self._seq, limit, deadline, done, future, now, release)
-        if not self.alive or self._writer is None or self._call is not None:
-            self._finish(call, None, Died(CRASH, -1, 0.0))
+        future: asyncio.Future[Any] = self._loop.create_future()
+        call = _Call(self._seq, limit, deadline, done, future, time.monotonic())  # the board's clock
+        if not self.alive or self._writer is None:
+            _finish(call, None, Died(NOT_STARTED, -1, 0.0))
             return future
-        self._call = call
+        self.calls.append(call)
         self._writer.write(message)
-        wake = now + limit
-        if deadline is not None and deadline < wake:
-            wake = deadline
-        self._timer = loop.call_later(wake - now, self._watch)
+        self.pool.watch()
         return future
 
-    def _watch(self) -> None:
-        call = self._call
-        self._timer = None
-        if call is None:
+    def check(self, now: float) -> None:
+        """The pool's watchdog tick: late reviews stop waiting; a plugin past its limit kills the host."""
+        calls = self.calls
+        if not calls:
             return
-        now = time.monotonic()
-        if call.deadline is not None and now >= call.deadline and not call.future.done():
-            call.future.set_result(LATE)
-        due, index, started = self._board.due(call.seq, call.sent_at, call.limit)
+        for call in calls:
+            if call.deadline is not None and now >= call.deadline and not call.future.done():
+                call.future.set_result(LATE)
+        head = calls[0]
+        due, index, started = self._board.due(head.seq, head.sent_at, head.limit)
         if now >= due:
-            self._killed = True
             self._died(TIMEOUT, index, now - started)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)
-            return
-        wake = due
-        if call.deadline is not None and not call.future.done() and call.deadline < wake:
-            wake = call.deadline
-        self._timer = self._loop.call_later(max(0.0, wake - now), self._watch)
-
-    @staticmethod
-    def _finish(call: _Call, answer: list[Any] | None, died: Died | None) -> None:
-        if call.done is not None:
-            call.done(answer, died)
-        if not call.future.done():
-            call.future.set_result(died if died is not None else answer)
 
     # --- the pipe -----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
+        if not buffer and len(data) >= HEADER.size:  # the common case: exactly one whole answer
+            (size,) = HEADER.unpack_from(data, 0)
+            if len(data) == HEADER.size + size:
+                self._answer(_DECODER.decode(memoryview(data)[HEADER.size:]))
+                return
         buffer += data
         while len(buffer) >= HEADER.size:
             (size,) = HEADER.unpack_from(buffer, 0)
@@ -351,23 +338,22 @@ class AsyncHost(asyncio.Protocol):
         if not self._hello.done():
             self._hello.set_result(None)
             return
-        call = self._call
-        if call is None or message[0] != call.seq:
-            return  # an answer to a request we already gave up on: cannot happen with one call at a time
-        self._call = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._finish(call, message[1], None)
-        if call.release:
-            self.pool.release(self)
+        calls = self.calls
+        if not calls or message[0] != calls[0].seq:
+            return  # answers come in order; a stray one cannot happen
+        call = calls.popleft()
+        if calls:
+            head = calls[0]
+            head.sent_at = max(head.sent_at, time.monotonic())  # its limit counts from now at the earliest
+        _finish(call, message[1], None)
+        self.pool.answered(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The host's stdout closed: it exited (or we killed it)."""
         if self.alive:
-            call = self._call
-            if call is not None:
-                _due, index, started = self._board.due(call.seq, call.sent_at, call.limit)
+            if self.calls:
+                head = self.calls[0]
+                _, index, started = self._board.due(head.seq, head.sent_at, head.limit)
                 self._died(CRASH, index, time.monotonic() - started)
             else:
                 self._died(CRASH, -1, 0.0)
@@ -376,24 +362,22 @@ class AsyncHost(asyncio.Protocol):
         self._close()
 
     def _died(self, kind: str, index: int, seconds: float) -> None:
+        """End every queued call: the running one with ``kind`` and its plugin's index, the others
+        NOT_STARTED (their callers send them again)."""
         if not self.alive:
             return
         self.alive = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        call, self._call = self._call, None
-        if call is not None:
-            self._finish(call, None, Died(kind, index, seconds))
+        calls, self.calls = self.calls, deque()
+        for i, call in enumerate(calls):
+            _finish(call, None, Died(kind, index, seconds) if i == 0 else Died(NOT_STARTED, -1, 0.0))
         self.pool.lost(self, kind)
 
     def kill(self) -> None:
         if self.alive:
-            self._killed = True
             self.alive = False
-            call, self._call = self._call, None
-            if call is not None:
-                self._finish(call, None, Died(CRASH, -1, 0.0))
+            calls, self.calls = self.calls, deque()
+            for call in calls:
+                _finish(call, None, Died(NOT_STARTED, -1, 0.0))
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, signal.SIGKILL)
 
@@ -406,19 +390,34 @@ class AsyncHost(asyncio.Protocol):
             self._loop.run_in_executor(None, self.proc.wait).add_done_callback(lambda _: _settle(self.exited, None))
 
 
+# Died.kind of a call queued behind the one that killed its host: it never ran; send it again.
+NOT_STARTED = "not-started"
+MAX_QUEUED = 4  # requests queued on one host before a review waits for the pool instead
+TICK_S = 0.01  # the watchdog's period: a plugin is killed at most this long after its limit
+
+
+def _finish(call: _Call, answer: list[Any] | None, died: Died | None) -> None:
+    if call.done is not None:
+        call.done(answer, died)
+    if not call.future.done():
+        call.future.set_result(died if died is not None else answer)
+
+
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
 
 
 class HostPool:
-    """``size`` hosts, each evaluating one request at a time; replaced when they die.
+    """``size`` hosts evaluating plugins; replaced when they die.
 
-    A request takes an idle host (or waits for one, up to its deadline) and the host comes back
-    when its answer arrives, or is replaced when it dies. A host killed by the watchdog is
+    A review goes to the ready host with the fewest queued requests (at most :data:`MAX_QUEUED`;
+    past that it waits for one, up to its deadline). One watchdog tick, every :data:`TICK_S`
+    while anything is queued, checks every host's running plugin against its limit and every
+    queued review against its deadline: no timer per review. A host killed by the watchdog is
     replaced at once; hosts that die by themselves are replaced with doubling backoff (reset by
-    any answered request), so a host that crashes on start cannot spin. ``warm`` gives the
-    plugins a new host compiles before it takes requests.
+    any answered request), so a host that crashes on start cannot spin. ``warm`` gives the plugins
+    a new host compiles before it takes requests.
     """
 
     def __init__(self, settings: HostSettings, size: int, observer: HostObserver | None = None,
@@ -428,17 +427,18 @@ class HostPool:
         self.observer: HostObserver = observer or NullHostObserver()
         self.warm = warm
         self.loop = asyncio.get_running_loop()
-        self._idle: list[AsyncHost] = []
-        self._hosts: set[AsyncHost] = set()
-        self._waiters: deque[asyncio.Future[AsyncHost | None]] = deque()
+        self._ready: list[AsyncHost] = []  # hosts taking requests
+        self._hosts: set[AsyncHost] = set()  # every live host, warming up included
+        self._waiters: deque[tuple[float | None, asyncio.Future[AsyncHost | None]]] = deque()
         self._starting = 0
         self._failures = 0
         self._closed = False
+        self._tick: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def up(self) -> int:
-        return len(self._hosts)
+        return len(self._ready)
 
     async def start(self) -> None:
         """Start every host; returns when they are up (or have failed and are being retried)."""
@@ -449,74 +449,97 @@ class HostPool:
         self._closed = True
         for task in self._tasks:
             task.cancel()
+        if self._tick is not None:
+            self._tick.cancel()
         hosts = list(self._hosts)
         for host in hosts:
             host.kill()
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        for _, waiter in self._waiters:
+            _settle(waiter, None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*(h.exited for h in hosts), return_exceptions=True), 5.0)
 
+    def take(self) -> AsyncHost | None:
+        """The ready host with the fewest queued requests, if one has room (no coroutine to create)."""
+        best = None
+        for host in self._ready:
+            queued = len(host.calls)
+            if not queued:
+                return host
+            if queued < MAX_QUEUED and (best is None or queued < len(best.calls)):
+                best = host
+        return best
+
     async def acquire(self, deadline: float | None) -> AsyncHost | None:
-        """An idle host, or None when none is up (being replaced) or none frees up before ``deadline``."""
-        if self._idle:
-            return self._idle.pop()
+        """A host with room, or None when none is up (being replaced) or none has room before ``deadline``."""
+        host = self.take()
+        if host is not None:
+            return host
         if not self._hosts and not self._starting:
             return None
         waiter: asyncio.Future[AsyncHost | None] = self.loop.create_future()
-        self._waiters.append(waiter)
-        timer = None
-        if deadline is not None:
-            timer = self.loop.call_later(deadline - time.monotonic(), _settle, waiter, None)
-        try:
-            return await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
+        self._waiters.append((deadline, waiter))
+        self.watch()
+        return await waiter
 
-    def release(self, host: AsyncHost) -> None:
-        """A host finished a request: hand it to the next waiter, or keep it idle."""
+    def answered(self, host: AsyncHost) -> None:
+        """A host answered a request: it has room for a waiting review."""
         self._failures = 0
-        if not host.alive:
-            return
+        self._hand(host)
+
+    def _hand(self, host: AsyncHost) -> None:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(host)
                 return
-        self._idle.append(host)
 
-    def give_back(self, host: AsyncHost) -> None:
-        """A host taken by :meth:`acquire` but not used."""
-        if host.alive:
-            self.release(host)
+    def watch(self) -> None:
+        if self._tick is None and not self._closed:
+            self._tick = self.loop.call_later(TICK_S, self._check)
+
+    def _check(self) -> None:
+        self._tick = None
+        now = time.monotonic()
+        busy = False
+        for host in list(self._hosts):
+            host.check(now)
+            busy = busy or bool(host.calls)
+        if self._waiters:
+            kept = deque(w for w in self._waiters if not w[1].done())
+            for deadline, waiter in kept:
+                if deadline is not None and now >= deadline:
+                    waiter.set_result(None)
+            self._waiters = deque(w for w in kept if not w[1].done())
+        if busy or self._waiters:
+            self.watch()
 
     def lost(self, host: AsyncHost, reason: str) -> None:
         """A host died (killed by the watchdog: TIMEOUT; by itself: CRASH); start its replacement."""
         self._hosts.discard(host)
-        if host in self._idle:
-            self._idle.remove(host)
+        if host in self._ready:
+            self._ready.remove(host)
         if self._closed:
             return
         self.observer.host_exited(reason)
-        self.observer.hosts_up(len(self._hosts))
+        self.observer.hosts_up(len(self._ready))
         # The first kill after an answered request is replaced at once (the watchdog did its job);
         # repeated deaths without an answer in between back off.
         delay = 0.0 if reason == TIMEOUT and not self._failures else min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** self._failures)
         self._failures += 1
         log.warning("plugin host %s; starting another%s", "killed: a plugin passed its time limit"
                     if reason == TIMEOUT else "exited unexpectedly", f" in {delay:g} s" if delay else "",
-                    extra={"reason": reason, "pid": host.proc.pid, "hosts_up": len(self._hosts)})
+                    extra={"reason": reason, "pid": host.proc.pid, "hosts_up": len(self._ready)})
         task = self.loop.create_task(self._replace(delay))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        # Requests waiting for a host while none is up get their answer now: no plugins.
-        if not self._hosts and not self._starting:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
+        if not self._ready:
+            # Requests waiting for a host while none is up get their answer now: no plugins.
+            for _, waiter in self._waiters:
+                _settle(waiter, None)
+            self._waiters.clear()
+        else:
+            self._hand(self._ready[0])  # a waiter may go to a surviving host
 
     async def _replace(self, delay: float) -> None:
         self._starting += 1
@@ -535,9 +558,9 @@ class HostPool:
                     return  # closed, or it died warming up and lost() started its replacement
                 self._starting -= 1
                 started = True
-                self._hosts.add(host)
-                self.observer.hosts_up(len(self._hosts))
-                self.release(host)
+                self._ready.append(host)
+                self.observer.hosts_up(len(self._ready))
+                self._hand(host)
                 return
         finally:
             if not started:
@@ -554,12 +577,11 @@ class HostPool:
         if self._closed:
             host.kill()
             return None
-        self._hosts.add(host)  # so that a death during the warm-up is seen by lost()
+        self._hosts.add(host)  # watched, and a death during the warm-up is seen by lost()
         plugins = self.warm() if self.warm is not None else []
         if plugins:
             answer = await host.sync(plugins, [p[0] for p in plugins])
             if isinstance(answer, Died):
-                return None  # lost() already started a replacement; a plugin that hangs on load is quarantined
-            host.installed.update(p[0] for p, (ok, _, _) in zip(plugins, answer, strict=True) if ok)
-        self._hosts.discard(host)
+                return None  # lost() already started a replacement
+            host.installed.difference_update(p[0] for p, (ok, _, _) in zip(plugins, answer, strict=True) if not ok)
         return host

@@ -39,7 +39,7 @@ from webhook.plugins import (
     PluginAnswer,
     PluginObserver,
 )
-from webhook.plugins.client import LATE, BlockingHost, Died, HostPool, HostSettings
+from webhook.plugins.client import LATE, AsyncHost, BlockingHost, Died, HostPool, HostSettings
 from webhook.plugins.quarantine import Breaker, QuarantinePolicy
 from webhook.plugins.registry import (
     DEFAULT_SAMPLE_META,
@@ -140,30 +140,31 @@ class HostedPluginSet:
         data = meta_json.encode()
         if _too_large(self._observer, len(data), self._max_input):
             return None
-        for _ in range(len(self._entries) + 2):  # each round ends at least one plugin (or a host)
+        dead: list[int] = []  # plugins whose load killed a host during this review
+        for _ in range(len(self._entries) + 3):  # each round ends a plugin, or a host (bounded by the pool)
             if not pending or (deadline is not None and time.monotonic() > deadline):
                 return None
-            host = await pool.acquire(deadline)
+            host = pool.take() or await pool.acquire(deadline)
             if host is None:
                 return None
-            missing = [(e.ident, e.name, e.source) for e in pending if e.ident not in host.installed]
-            if missing:
-                compiled = await host.sync(missing, self._keep)
-                if isinstance(compiled, Died):
-                    self._record_load_death(pending, missing, compiled)
-                    pending = pending[1:] if compiled.index < 0 else _after(pending, missing[compiled.index][0])
-                    continue
-                host.installed.intersection_update(self._keep)
-                host.installed.update(m[0] for m, row in zip(missing, compiled, strict=True) if row[0])
-                if deadline is not None and time.monotonic() > deadline:
-                    pool.give_back(host)
-                    return None
+            if host.synced_for is not self:
+                missing = [(e.ident, e.name, e.source) for e in pending if e.ident not in host.installed]
+                if missing:
+                    # Queued before the evaluation, so the host compiles first; runtimes that calls
+                    # already queued there may still use are kept until the host is next idle.
+                    keep = self._keep if not host.calls else sorted(host.installed.union(self._keep))
+                    host.sync(missing, keep, functools.partial(self._synced, host, missing, dead))
+                if len(pending) == len(self._entries):
+                    host.synced_for = self
             sent = pending
             reply = await host.evaluate([e.ident for e in sent], data, deadline, functools.partial(self._record, sent))
             if reply is LATE:
                 return None
             if isinstance(reply, Died):
-                pending = sent[reply.index + 1:] if reply.index >= 0 else sent[1:]
+                if reply.index >= 0:
+                    pending = sent[reply.index + 1:]  # the one that killed the host was charged
+                if dead:
+                    pending = [e for e in pending if e.ident not in dead]
                 continue
             if not reply or reply[-1][0] != MATCH:
                 return None  # every plugin ran without a match, or the deadline stopped the host
@@ -174,19 +175,20 @@ class HostedPluginSet:
             pending = sent[len(reply):]  # a type the resolver does not take: ask the next plugins
         return None
 
-    def _record_load_death(self, pending: list[HostedEntry], missing: list[tuple[int, str, str]], died: Died) -> None:
-        if 0 <= died.index < len(missing):
+    def _synced(self, host: AsyncHost, missing: list[tuple[int, str, str]], dead: list[int],
+                answer: list[Any] | None, died: Died | None) -> None:
+        """A host compiled (or died compiling) plugins a review asked for."""
+        if answer is not None:
+            for (ident, _, _), row in zip(missing, answer, strict=False):
+                if not row[0]:  # it loaded in the loader host; a plugin that does not load twice is rare
+                    host.installed.discard(ident)
+                    host.synced_for = None
+        elif died is not None and 0 <= died.index < len(missing):
             ident = missing[died.index][0]
-            for entry in pending:
+            dead.append(ident)
+            for entry in self._entries:
                 if entry.ident == ident:
                     self._accounts.record(entry.name, entry.breaker, died_result(died, self._limit), died.seconds)
-
-
-def _after(entries: list[HostedEntry], ident: int) -> list[HostedEntry]:
-    for i, entry in enumerate(entries):
-        if entry.ident == ident:
-            return entries[i + 1:]
-    return entries[1:]
 
 
 def load_error(died: Died, settings: HostSettings) -> str:
