@@ -195,6 +195,9 @@ async def test_a_plugin_stuck_in_one_c_call_is_killed_charged_and_quarantined(
             return metric(await metrics_of(server), "workload_tagger_plugin_quarantined", plugin="a-bad") == 1
 
         await wait_until("a-bad quarantined", quarantined)
+        # The hosts its last calls killed are being replaced meanwhile (reviews then go on without
+        # plugins: counted, not waited for); from then on z-good answers every Pod that needs it.
+        await wait_until("hosts replaced", lambda: _hosts_up(server, 2))
         since = time.monotonic()
         await asyncio.sleep(1.5)
         stop.set()
@@ -207,7 +210,6 @@ async def test_a_plugin_stuck_in_one_c_call_is_killed_charged_and_quarantined(
         assert evaluations(values, "a-bad", QUARANTINED) > 0
         assert evaluations(values, "z-good", MATCH) >= len(after)
         assert metric(values, "workload_tagger_plugin_host_exits_total", reason=TIMEOUT) == 3
-        await wait_until("hosts replaced", lambda: _hosts_up(server, 2))
         await stop_in_time(server)
     finally:
         server.kill()
@@ -398,3 +400,58 @@ def test_plugin_test_reports_timeout_and_exits_non_zero(tmp_path: Path) -> None:
     assert "wall-clock limit" in lines[0]["error"]
     assert time.monotonic() - started < 30
     assert Config().plugin_call_timeout_ms < Config().review_budget_ms
+
+
+class HostEvents:
+    def __init__(self) -> None:
+        self.exits: list[str] = []
+        self.up: list[int] = []
+        self.no_hosts = 0
+
+    def host_exited(self, reason: str) -> None:
+        self.exits.append(reason)
+
+    def hosts_up(self, count: int) -> None:
+        self.up.append(count)
+
+    def no_host(self) -> None:
+        self.no_hosts += 1
+
+
+async def test_while_no_host_is_up_reviews_go_on_without_plugins_and_hosts_come_back() -> None:
+    from webhook.plugins.client import HostPool
+    from webhook.plugins.hosted import HostedRegistry
+    from webhook.plugins.registry import PluginLimits
+    from webhook.resolver import plugin_input
+    from webhook.types import PodMeta
+
+    events = HostEvents()
+    pool = HostPool(SETTINGS, 1, events)  # type: ignore[arg-type]
+    registry = HostedRegistry(PluginLimits(), SETTINGS, pool)
+    pool.warm = registry.warm
+    await pool.start()
+    try:
+        await asyncio.to_thread(registry.apply, {"z-good": GOOD}, origin="test")
+        text = plugin_input(PodMeta.of(CLAIMED_META), "db")
+        accept = Resolver().accept_type
+        found = await registry.current.first_answer(text, time.monotonic() + 5, accept)
+        assert found is not None and found[1] == "StatefulSet"
+        (host,) = [h for h in pool._ready]
+        os.kill(host.proc.pid, signal.SIGKILL)  # a host that dies by itself: replaced after a pause
+        await wait_until("the death seen", _async(lambda: pool.up == 0))
+        started = time.monotonic()
+        assert await registry.current.first_answer(text, time.monotonic() + 5, accept) is None
+        assert time.monotonic() - started < 0.5, "a review must not wait out its budget for a host in backoff"
+        assert events.exits == [CRASH] and events.no_hosts == 1
+        await wait_until("replaced", _async(lambda: pool.up == 1))
+        found = await registry.current.first_answer(text, time.monotonic() + 5, accept)
+        assert found is not None and found[0].plugin == "z-good"
+    finally:
+        await pool.close()
+
+
+def _async(check_: object) -> object:
+    async def wrapped() -> bool:
+        return bool(check_())  # type: ignore[operator]
+
+    return wrapped

@@ -217,6 +217,12 @@ PLUGIN_HOSTS_UP = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+PLUGIN_HOSTS_UNAVAILABLE = Counter(
+    "plugin_hosts_unavailable",
+    "Reviews that needed plugins while no plugin host was up: answered without plugin answers.",
+    namespace=NS,
+    registry=REGISTRY,
+)
 for _reason in HOST_EXIT_REASONS:
     PLUGIN_HOST_EXITS.labels(_reason)
 
@@ -579,6 +585,9 @@ class PluginHostMetrics:
 
     def hosts_up(self, count: int) -> None:
         PLUGIN_HOSTS_UP.set(count)
+
+    def no_host(self) -> None:
+        PLUGIN_HOSTS_UNAVAILABLE.inc()
 
 
 class SourceMetrics:

@@ -80,12 +80,19 @@ class HostObserver(Protocol):
 
     def hosts_up(self, count: int) -> None: ...
 
+    def no_host(self) -> None:
+        """A review needed plugins while no host was up: answered without plugin answers."""
+        ...
+
 
 class NullHostObserver:
     def host_exited(self, reason: str) -> None:
         pass
 
     def hosts_up(self, count: int) -> None:
+        pass
+
+    def no_host(self) -> None:
         pass
 
 
@@ -430,7 +437,7 @@ class HostPool:
         self._ready: list[AsyncHost] = []  # hosts taking requests
         self._hosts: set[AsyncHost] = set()  # every live host, warming up included
         self._waiters: deque[tuple[float | None, asyncio.Future[AsyncHost | None]]] = deque()
-        self._starting = 0
+        self._spawning = 0  # hosts being started right now (a waiting review may get one soon)
         self._failures = 0
         self._closed = False
         self._tick: asyncio.TimerHandle | None = None
@@ -471,11 +478,14 @@ class HostPool:
         return best
 
     async def acquire(self, deadline: float | None) -> AsyncHost | None:
-        """A host with room, or None when none is up (being replaced) or none has room before ``deadline``."""
+        """A host with room; None at once when none is up (being replaced), or when none has room
+        before ``deadline``."""
         host = self.take()
         if host is not None:
             return host
-        if not self._hosts and not self._starting:
+        if not self._ready and not self._spawning:
+            # None up, none starting (a backoff pause): answer without plugins now, not at the deadline.
+            self.observer.no_host()
             return None
         waiter: asyncio.Future[AsyncHost | None] = self.loop.create_future()
         self._waiters.append((deadline, waiter))
@@ -530,41 +540,40 @@ class HostPool:
         log.warning("plugin host %s; starting another%s", "killed: a plugin passed its time limit"
                     if reason == TIMEOUT else "exited unexpectedly", f" in {delay:g} s" if delay else "",
                     extra={"reason": reason, "pid": host.proc.pid, "hosts_up": len(self._ready)})
-        task = self.loop.create_task(self._replace(delay))
+        if not delay:
+            self._spawning += 1  # counted now: a review arriving before the task runs may wait for it
+        task = self.loop.create_task(self._replace(delay, spawning_counted=not delay))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if not self._ready:
-            # Requests waiting for a host while none is up get their answer now: no plugins.
+        if self._ready:
+            self._hand(self._ready[0])  # a waiter may go to a surviving host
+        elif not self._spawning:
+            # None up, and the next only after a backoff pause: waiting reviews go on without plugins.
             for _, waiter in self._waiters:
                 _settle(waiter, None)
             self._waiters.clear()
-        else:
-            self._hand(self._ready[0])  # a waiter may go to a surviving host
 
-    async def _replace(self, delay: float) -> None:
-        self._starting += 1
-        started = False
-        try:
-            while not self._closed:
-                if delay:
-                    await asyncio.sleep(delay)
-                try:
-                    host = await self._start_one()
-                except Exception as exc:
-                    delay = min(MAX_BACKOFF_S, max(FIRST_BACKOFF_S, delay * 2))
-                    log.error("plugin host failed to start; retrying", extra={"error": str(exc), "retry_in_s": delay})
-                    continue
-                if host is None:
-                    return  # closed, or it died warming up and lost() started its replacement
-                self._starting -= 1
-                started = True
-                self._ready.append(host)
-                self.observer.hosts_up(len(self._ready))
-                self._hand(host)
-                return
-        finally:
-            if not started:
-                self._starting -= 1
+    async def _replace(self, delay: float, spawning_counted: bool = False) -> None:
+        while not self._closed:
+            if delay:
+                await asyncio.sleep(delay)
+            if not spawning_counted:
+                self._spawning += 1
+            spawning_counted = False
+            try:
+                host = await self._start_one()
+            except Exception as exc:
+                delay = min(MAX_BACKOFF_S, max(FIRST_BACKOFF_S, delay * 2))
+                log.error("plugin host failed to start; retrying", extra={"error": str(exc), "retry_in_s": delay})
+                continue
+            finally:
+                self._spawning -= 1
+            if host is None:
+                return  # closed, or it died warming up and lost() started its replacement
+            self._ready.append(host)
+            self.observer.hosts_up(len(self._ready))
+            self._hand(host)
+            return
 
     async def _start_one(self) -> AsyncHost | None:
         proc, board = await self.loop.run_in_executor(None, spawn, self.settings)
