@@ -101,7 +101,7 @@ class Config:
     )
     plugin_quarantine_after: int = field(
         default=5,
-        metadata={"help": "consecutive calls out of budget or memory after which a plugin is skipped for "
+        metadata={"help": "consecutive calls out of budget, memory or time after which a plugin is skipped for "
                   "pluginQuarantineSeconds (0: never)", "key": "pluginQuarantineAfter"},
     )
     plugin_quarantine_seconds: float = field(
