@@ -366,6 +366,7 @@ class AsyncHost(asyncio.Protocol):
                 self._died(CRASH, -1, 0.0)
         if not self._hello.done():
             self._hello.set_exception(RuntimeError("plugin host exited before it was ready"))
+            self._hello.exception()  # connect() raises it; when nobody waits any more (closing), no warning
         self._close()
 
     def _died(self, kind: str, index: int, seconds: float) -> None:

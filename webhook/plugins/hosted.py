@@ -353,7 +353,8 @@ class BlockingPluginSet:
         data = meta_json.encode()
         if _too_large(self._observer, len(data), self._max_input):
             return
-        while pending:
+        unstarted = 0  # hosts lost before any plugin of a request started: not a plugin's doing
+        while pending and unstarted < 2:
             if deadline is not None and time.monotonic() > deadline:
                 return
             try:
@@ -363,10 +364,13 @@ class BlockingPluginSet:
                 return
             answer = host.evaluate([e.ident for e in pending], data, deadline)
             if isinstance(answer, Died):
-                index = answer.index if answer.index >= 0 else 0
-                self._accounts.record(pending[index].name, pending[index].breaker,
+                if answer.index < 0:
+                    unstarted += 1
+                    continue
+                entry = pending[answer.index]
+                self._accounts.record(entry.name, entry.breaker,
                                       died_result(answer, self.settings.call_timeout_s), answer.seconds)
-                pending = pending[index + 1:]
+                pending = pending[answer.index + 1:]
                 continue
             for entry, row in zip(pending, answer, strict=False):
                 self._accounts.record(entry.name, entry.breaker, result_of(row), row[1])
