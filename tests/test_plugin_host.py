@@ -455,3 +455,23 @@ def _async(check_: object) -> object:
         return bool(check_())  # type: ignore[operator]
 
     return wrapped
+
+
+def test_audit_carries_on_past_a_hanging_plugin_with_the_same_report(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    plugins = tmp_path / "plugins"
+    shutil.copytree(root / "examples" / "plugins", plugins)
+    (plugins / "a-hang.lua").write_text(DEFINE.format(body=HANG_FIND))
+
+    def audit(plugin_dir: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "webhook", "audit", "examples/cluster-pods.json", "--format", "json",
+                               "--plugins", str(plugin_dir)], capture_output=True, text=True, timeout=120, cwd=root)
+
+    hurt, clean = audit(plugins), audit(root / "examples" / "plugins")
+    assert hurt.returncode == clean.returncode == 0, hurt.stderr
+    assert json.loads(hurt.stdout) == json.loads(clean.stdout)
+    assert "plugin a-hang quarantined" in hurt.stderr
