@@ -15,6 +15,8 @@
 3. A hanging plugin with the default quarantine: time from the first review that reaches it to
    that review's answer, and to the plugin being quarantined.
 4. Resident memory of the server plus its hosts with 10 plugins, after the worst-case load.
+5. The boundary again in a loop, without HTTP: one review after another through the resolver, in
+   this process, in-process engine against hosts (steadier than 1 on a shared machine).
 
 Environment: ``BENCH_SECONDS`` (per cell, default 4).
 """
@@ -32,6 +34,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bench import deepflow_plugins
 from bench.pods import review_bodies, review_body
@@ -222,6 +225,73 @@ def worst_case(work: Path, cert: Path, key: Path, script: Path, seconds: float) 
     return lines, out
 
 
+def in_a_loop(work: Path) -> tuple[list[str], float]:
+    """The same comparison without HTTP or a loaded server: one review after another through
+    ``Resolver.resolve_slow`` in this process, the in-process engine against a pool of hosts;
+    this process's CPU per review (the hosts' is theirs). Less noise, no batching either."""
+    import asyncio
+
+    from webhook.plugins.client import HostPool, HostSettings
+    from webhook.plugins.hosted import HostedRegistry
+    from webhook.plugins.registry import PluginLimits, PluginRegistry
+    from webhook.resolver import Resolver
+    from webhook.sources.snapshot import read_plugin_dir
+    from webhook.types import PodMeta
+
+    meta = PodMeta.of(json.loads(review_body("worst", 4_000))["request"]["object"]["metadata"])
+    config = Config()
+    settings = HostSettings(config.plugin_instructions, config.plugin_memory_mb << 20,
+                            config.plugin_call_timeout_ms / 1000, config.plugin_load_timeout_ms / 1000)
+    reviews = 2000
+
+    async def measure() -> dict[tuple[str, int], list[float]]:
+        resolver = Resolver()
+        sets: dict[tuple[str, int], Any] = {}
+        pools = []
+        for n in (1, 10):
+            sources = read_plugin_dir(deepflow_plugins.write(work / f"loop{n}", n))
+            local = PluginRegistry(PluginLimits())
+            local.apply(sources, origin="bench")
+            sets["in-process", n] = local.current
+            pool = HostPool(settings, 2)
+            hosted = HostedRegistry(PluginLimits(), settings, pool)
+            pool.warm = hosted.warm
+            await pool.start()
+            pools.append(pool)
+            await asyncio.to_thread(hosted.apply, sources, origin="bench")
+            sets["hosted", n] = hosted.current
+        found: dict[tuple[str, int], list[float]] = {k: [] for k in sets}
+        try:
+            for _ in range(3):
+                for key, plugins in sets.items():
+                    for _ in range(200):
+                        await resolver.resolve_slow(meta, "default", plugins, None)
+                    started = time.process_time()
+                    for _ in range(reviews):
+                        await resolver.resolve_slow(meta, "default", plugins, None)
+                    found[key].append((time.process_time() - started) * 1e6 / reviews)
+        finally:
+            for pool in pools:
+                await pool.close()
+        return found
+
+    from webhook.server import event_loop_factory
+
+    with asyncio.Runner(loop_factory=event_loop_factory("auto")) as runner:  # the server's loop (uvloop)
+        found = runner.run(measure())
+    med = {k: statistics.median(v) for k, v in found.items()}
+    lines = [f"in a loop (no HTTP; {reviews} reviews one after another, median of 3), this process's CPU per review:"]
+    fixed = {}
+    for mode in ("in-process", "hosted"):
+        per = (med[mode, 10] - med[mode, 1]) / 9
+        fixed[mode] = med[mode, 1] - per
+        lines.append(f"  {mode}: 1 plugin {med[mode, 1]:.1f} us, 10 plugins {med[mode, 10]:.1f} us: per plugin "
+                     f"{per:.1f} us, per review reaching plugins {fixed[mode]:.1f} us")
+    boundary = fixed["hosted"] - fixed["in-process"]
+    lines.append(f"  process boundary: {boundary:+.1f} us per review reaching plugins")
+    return lines, boundary
+
+
 def background(srv: ServerProcess, body: bytes, stop: threading.Event, counts: dict[str, int]) -> None:
     while not stop.is_set():
         try:
@@ -315,6 +385,8 @@ def main() -> list[Target]:
         script = work / "post.lua"
         script.write_text(WRK_SCRIPT)
         lines, targets = worst_case(work, cert, key, script, seconds)
+        more, _ = in_a_loop(work)
+        lines += more
         more, found = isolation(work, cert, key, script, seconds)
         lines += more
         targets += found
