@@ -77,10 +77,10 @@ class PodMutator:
         if type(decided) is not PendingReview:
             return decided  # type: ignore[return-value]
         try:
-            found = self.resolver.by_plugins(decided.pod.meta, decided.namespace, decided.plugins,  # type: ignore[arg-type]
+            meta = decided.pod.meta
+            found = self.resolver.by_plugins(meta, decided.namespace, decided.plugins,  # type: ignore[arg-type]
                                              decided.deadline, self.clock)
-            if found is None and self.resolver.settings.plugins_first:
-                found = self.resolver.by_rules(decided.pod.meta)
+            found = self.resolver.after_plugins(meta, found)
             return self._conclude(decided.pod, decided.allow, decided.deadline, found)
         except Exception as exc:  # never let our own failure break a Pod creation
             return Decision(decided.allow, ERROR, error=f"{type(exc).__name__}: {exc}")

@@ -118,6 +118,10 @@ class Resolver:
             found = await self.by_plugins_async(pod, namespace, plugins, deadline)  # type: ignore[arg-type]
         else:
             found = self.by_plugins(pod, namespace, plugins, deadline, clock)  # type: ignore[arg-type]
+        return self.after_plugins(pod, found)
+
+    def after_plugins(self, pod: PodMeta, found: Resolution | None) -> Resolution | None:
+        """What follows the plugins on the slow path (both doors: awaited and synchronous)."""
         if found is None and self.settings.plugins_first:
             return self.by_rules(pod)
         return found
