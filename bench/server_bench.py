@@ -3,7 +3,7 @@
 (the same, echoing the review's uid: the least any correct webhook must do) to show how much of
 the ceiling's budget is gone before resolution starts.
 
-Both run as subprocesses pinned to one core (their RSS and CPU are their own); ``wrk`` runs pinned
+Both run as subprocesses whose main thread is pinned to one core (their RSS and CPU are their own); ``wrk`` runs pinned
 to another core over keep-alive connections, sending 64 different reviews of the same size in turn
 (every review a different Pod, as in production: no cache keyed by the body can answer). For each body size and concurrency the ceiling is
 measured right before our server, so both see the same machine noise, and our numbers are reported
@@ -129,8 +129,22 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        pin = ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
-        self.proc = subprocess.Popen([*pin, *self.cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if self.cpu is not None:
+            # The server only: the plugin hosts it starts are other processes and run on whichever
+            # core is free, as in a Pod whose CPU limit is more than one core; pinning them to the
+            # server's core would bill the server for their cache misses and make every review wait
+            # for a core switch.
+            os.sched_setaffinity(self.proc.pid, {self.cpu})
+        self._wait_ready()
+        if self.cpu is not None:  # hosts started from threads that inherited the pin: let them go
+            cores = os.sched_getaffinity(0)
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    os.sched_setaffinity(int(child), cores)
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 20
         ctx = ssl.create_default_context()
         ctx.check_hostname = False

@@ -59,3 +59,20 @@ def test_owner_bench_runs_in_miniature(monkeypatch: pytest.MonkeyPatch, capsys: 
     names = [t.name for t in targets]
     assert any("RSS <=" in n for n in names) and any("lookup per review" in n for n in names)
     assert "review path, everyday 4 KB, lookup on" in out
+
+
+@pytest.mark.slow
+def test_host_benchmark_runs_every_section(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/host_bench.py in miniature: in-process and hosted servers, isolation, the hanging plugin."""
+    from bench import host_bench
+
+    monkeypatch.setenv("BENCH_SECONDS", "1")
+    targets = host_bench.main()
+    out = capsys.readouterr().out
+    names = [t.name for t in targets]
+    assert len(names) == 4 and all(n.startswith("plugin hosts: ") for n in names), names
+    for row in ("none", "in-process 1", "hosted 1", "in-process 10", "hosted 10"):
+        assert f"\n{row} " in out, out
+    assert "process boundary, 10 plugins" in out and "in a loop (no HTTP" in out
+    assert "hosts killed for overrunning meanwhile" in out
+    assert "hanging plugin (call limit" in out and "quarantined NOT" not in out

@@ -9,21 +9,19 @@ sort before the good one, so on every Pod that reaches the plugins they all run 
 
 No absolute timings are asserted (the machine is shared). What must hold: every review is
 answered 200/allowed with its own uid; the good plugin's Pods get its annotation; the server is
-alive afterwards; everyday (rule-resolved) Pods are delayed at most by the hostile reviews they
-queue behind (the hot path is synchronous): p99 below the baseline's p99 plus 3x the slowest
-hostile review, and below the review budget; the hostile reviews themselves stay inside the
-budget; /metrics shows each hostile plugin's outcome (budget, memory, error, invalid).
+alive afterwards; everyday (rule-resolved) Pods do not wait for plugins (they run in plugin hosts):
+p99 below the baseline's p99 plus 3x the slowest hostile review, and below the review budget; the
+hostile reviews themselves stay inside the budget; /metrics shows each hostile plugin's outcome
+(budget, memory, error, invalid).
 
 The attacked server runs with quarantine off, so the bounds themselves are what is tested; a
 third server with the default quarantine shows the plugins that run to their bounds being
-skipped after five calls, and the plugin-bound and everyday reviews getting faster for it.
+skipped after five calls, and the plugin-bound reviews getting faster for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import statistics
 import time
 import uuid
@@ -31,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.pods import review_body
+from tests.support.hostile import GOOD, UID, check, claimed_review, evaluations, samples
 from tests.support.serverproc import ServeProcess
 from tests.support.servers import TLSFiles
 from webhook.config import Config
@@ -43,21 +40,6 @@ from webhook.config import Config
 PHASE_SECONDS = 4.0
 EVERYDAY_CLIENTS = 4
 REVIEW_BUDGET_S = Config().review_budget_ms / 1000
-UID = b"705ab4f5-6393-11e8-b7cc-42010a800002"  # in bench.pods reviews; replaced per request
-PREFIX = "workload-tagger.io/"
-
-GOOD = """package.path = package.path..";/bin/?.lua"
-local dkjson = require("dkjson")
-function GetWorkloadTypeAndName(metaJsonStr)
-    local meta = dkjson.decode(metaJsonStr, 1, nil)
-    for _, owner in ipairs(meta and meta.ownerReferences or {}) do
-        if owner.kind == "AcmeDatabase" then
-            return "statefulset", owner.name
-        end
-    end
-    return "", ""
-end
-"""
 
 DEFINE = "function GetWorkloadTypeAndName(metaJsonStr)\n{body}\nend\n"
 
@@ -88,33 +70,6 @@ class Load:
         values = sorted(self.latencies.get(kind, []))
         assert len(values) >= 20, f"too few {kind} reviews to conclude anything: {len(values)}"
         return values[min(len(values) - 1, int(len(values) * 0.99))]
-
-
-def claimed_review() -> bytes:
-    review = orjson.loads(review_body("worst", 4_000))
-    owner = review["request"]["object"]["metadata"]["ownerReferences"][0]
-    owner["apiVersion"], owner["kind"], owner["name"] = "db.acme.io/v1", "AcmeDatabase", "ogtest"
-    return orjson.dumps(review)
-
-
-def check(kind: str, status: int, raw: bytes, uid: str) -> str | None:
-    if status != 200:
-        return f"{kind}: status {status}: {raw[:200]!r}"
-    answer = json.loads(raw)["response"]
-    if answer.get("allowed") is not True or answer.get("uid") != uid:
-        return f"{kind}: not allowed or wrong uid: {answer}"
-    if kind == "worst":
-        return None if "patch" not in answer else f"worst: unexpected patch {answer}"
-    if "patch" not in answer:
-        return f"{kind}: no patch: {answer}"
-    ops = json.loads(base64.b64decode(answer["patch"]))
-    values = {op["path"]: op["value"] for op in ops}
-    if kind == "claimed":
-        wanted = {"workload-type": "StatefulSet", "workload-name": "ogtest", "resolved-by": "plugin:z-good"}
-        got = {k: values.get("/metadata/annotations/" + PREFIX.replace("/", "~1") + k) for k in wanted}
-        if got != wanted:
-            return f"claimed: wrong annotations {values}"
-    return None
 
 
 async def client(server: ServeProcess, bodies: list[tuple[str, bytes]], stop: asyncio.Event, load: Load) -> None:
@@ -155,23 +110,15 @@ async def run_load(server: ServeProcess) -> Load:
 
 
 def rss_kib(pid: int) -> int:
+    """The resident memory of a server and its plugin hosts (its child processes)."""
+    total = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
-
-
-def evaluations(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], plugin: str, outcome: str) -> float:
-    key = ("workload_tagger_plugin_evaluations_total", (("outcome", outcome), ("plugin", plugin)))
-    return metrics.get(key, 0.0)
+            total += int(line.split()[1])
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_kib(int(child))
+    return total
 
 
 def mean_eval_seconds(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], plugin: str) -> float:
@@ -225,7 +172,7 @@ async def test_hostile_plugins_do_not_hurt_the_server_or_other_plugins(tls_files
         # The plugin-bound reviews run every hostile plugin to its limit, yet finish inside the budget.
         slowest_hostile = max(hurt.latencies["claimed"] + hurt.latencies["worst"])
         assert slowest_hostile < REVIEW_BUDGET_S, f"a hostile review took {slowest_hostile * 1e3:.0f} ms"
-        # Everyday Pods only wait for the hostile review in front of them on the event loop.
+        # Everyday Pods do not wait for plugins: they run in the hosts, off the event loop.
         p99_base, p99_hurt = base.p99("everyday"), hurt.p99("everyday")
         report = (f"everyday p99 {p99_base * 1e3:.1f} ms -> {p99_hurt * 1e3:.1f} ms with hostile plugins; "
                   f"slowest hostile review {slowest_hostile * 1e3:.1f} ms; claimed p50 "
@@ -267,7 +214,7 @@ async def test_hostile_plugins_do_not_hurt_the_server_or_other_plugins(tls_files
         print(f"quarantine: claimed p50 {claimed_hurt * 1e3:.1f} -> {claimed_guarded * 1e3:.1f} ms, everyday p99 "
               f"{p99_hurt * 1e3:.1f} -> {guarded.p99('everyday') * 1e3:.1f} ms")
         assert claimed_guarded < claimed_hurt / 2, (claimed_hurt, claimed_guarded)
-        assert guarded.p99("everyday") < p99_hurt, (p99_hurt, guarded.p99("everyday"))
+        assert guarded.p99("everyday") < REVIEW_BUDGET_S, guarded.p99("everyday")
     finally:
         baseline.kill()
         attacked.kill()

@@ -226,6 +226,12 @@ def drive_round(hook: RunningWebhook, round_no: int, flaky_observer: metrics.Plu
     # ... after which the engine quarantines it and skips its next call.
     flaky_observer.quarantine_changed(FLAKY, True)
     flaky_observer.skipped(FLAKY)
+    # Plugin hosts, as the pool would report them: one killed for a plugin past its limit, one
+    # dead by itself, and none up at the end of the round.
+    hosts = metrics.PluginHostMetrics()
+    hosts.host_exited("timeout")
+    hosts.host_exited("crash")
+    hosts.hosts_up(0)
 
 
 @pytest.fixture(scope="module")
@@ -351,6 +357,8 @@ def test_every_alert_expression_fires_on_the_driven_faults(scraped: Scraped) -> 
         "WorkloadTaggerCertificateExpiringSoon",
         "WorkloadTaggerSourceNotSynced",
         "WorkloadTaggerSlowAdmission",
+        "WorkloadTaggerPluginHostsExiting",
+        "WorkloadTaggerPluginHostsDown",
     }
     for name, expr in rules.items():
         assert scraped.answers(expr), f"alert {name} has no data: {expr}"

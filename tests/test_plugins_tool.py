@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from webhook.commands.plugin_test import add_arguments, run
+from webhook.app import host_settings, plugin_limits
+from webhook.commands.plugin_test import FAILED_CALLS_EXIT, add_arguments, run
 from webhook.config import Config
 from webhook.errors import UserError
+from webhook.plugins.hosted import BlockingPluginSet
 from webhook.plugins.loading import plugin_set_from_dir
-from webhook.plugins.registry import PluginLimits
 from webhook.resolution.resolver import Resolver
+
+
+def load_dir(path: str) -> BlockingPluginSet:
+    """What `--plugins DIR` loads for an offline command (app.plugin_set_for_cli), with the default settings."""
+    config = Config()
+    return plugin_set_from_dir(path, host_settings(config), plugin_limits(config).quarantine,
+                               config.plugin_max_input_kib * 1024)
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "plugins"
 DATA = Path(__file__).parent / "data"
@@ -67,7 +75,7 @@ def test_plugin_test_reports_runtime_errors_with_line(
     plugin.write_text(
         'function GetWorkloadTypeAndName(s)\n  print("looking at", #s)\n  return nil .. "x"\nend\n'
     )
-    assert run(parse([str(plugin), str(DATA / "og-pod.json")]), Config()) == 0
+    assert run(parse([str(plugin), str(DATA / "og-pod.json")]), Config()) == FAILED_CALLS_EXIT  # a failed call exits non-zero
     line = json.loads(capsys.readouterr().out)
     assert (
         line["outcome"] == "error"
@@ -87,7 +95,7 @@ def test_plugin_that_does_not_load_is_one_error(tmp_path: Path) -> None:
 
 
 def test_plugin_set_from_dir(tmp_path: Path) -> None:
-    plugins = plugin_set_from_dir(str(EXAMPLES), PluginLimits())
+    plugins = load_dir(str(EXAMPLES))
     assert plugins.names == ("acme-pipeline", "opengauss", "team-label")
     meta = {
         "name": "r-1",
@@ -104,9 +112,9 @@ def test_plugin_set_from_dir(tmp_path: Path) -> None:
     (tmp_path / "good.lua").write_text('function GetWorkloadTypeAndName(s) return "", "" end')
     (tmp_path / "zbad.lua").write_text("function GetWorkloadTypeAndName(s)")
     with pytest.raises(UserError, match=r"plugin 'zbad' rejected: zbad.lua:1: .*zbad.lua\)$"):
-        plugin_set_from_dir(str(tmp_path), PluginLimits())
+        load_dir(str(tmp_path))
     with pytest.raises(UserError, match="does not exist"):
-        plugin_set_from_dir(str(tmp_path / "nope"), PluginLimits())
+        load_dir(str(tmp_path / "nope"))
     (tmp_path / "zbad.lua").write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(UserError, match=f"^cannot read plugins from {tmp_path}: 'utf-8' codec can't decode"):
-        plugin_set_from_dir(str(tmp_path), PluginLimits())
+        load_dir(str(tmp_path))

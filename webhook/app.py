@@ -27,6 +27,7 @@ from webhook.resolution.rules import user_rules
 
 if TYPE_CHECKING:
     from webhook.cluster.informer import OwnerCaches
+    from webhook.plugins.client import HostSettings
     from webhook.plugins.registry import PluginLimits
 
 log = logging.getLogger("workload_tagger.app")
@@ -74,12 +75,14 @@ def build_mutator(config: Config, plugins: PluginSet | None = None) -> PodMutato
 
 
 def plugin_set_for_cli(config: Config) -> PluginSet:
-    """The plugins of ``--plugins DIR`` (or none), loaded once for an offline command."""
+    """The plugins of ``--plugins DIR`` (or none), loaded once for an offline command, in a plugin
+    host under the same wall-clock limits as `serve` (the host dies with the command)."""
     if not config.plugins_dir:
         return EMPTY
     from webhook.plugins.loading import plugin_set_from_dir
 
-    return plugin_set_from_dir(config.plugins_dir, plugin_limits(config))
+    return plugin_set_from_dir(config.plugins_dir, host_settings(config), plugin_limits(config).quarantine,
+                               config.plugin_max_input_kib * 1024)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +139,17 @@ def plugin_limits(config: Config) -> PluginLimits:
     )
 
 
+def host_settings(config: Config) -> HostSettings:
+    from webhook.plugins.client import HostSettings
+
+    return HostSettings(
+        config.plugin_instructions,
+        config.plugin_memory_mb * 1024 * 1024,
+        config.plugin_call_timeout_ms / 1000,
+        config.plugin_load_timeout_ms / 1000,
+    )
+
+
 async def self_managed_certs(config: Config, stop: asyncio.Event) -> Callable[[], None]:
     """Converge on the shared CA Secret and our caBundle before serving; retry while the API is away.
 
@@ -170,15 +184,22 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
     from webhook.admission import server
     from webhook.admission.transport import Limits
     from webhook.certs.reload import CertReloader
-    from webhook.plugins.registry import PluginRegistry
+    from webhook.plugins.client import HostPool
+    from webhook.plugins.hosted import HostedRegistry
     from webhook.plugins.sources.factory import build_source
 
     stop = stop or asyncio.Event()
     stop_renewal = await self_managed_certs(config, stop) if config.cert_mode == "self-managed" else None
-    registry = PluginRegistry(plugin_limits(config), observer=metrics.PluginMetrics())
+    # The server never runs Lua: plugins are compiled and evaluated in supervised host processes.
+    settings = host_settings(config)
+    pool = HostPool(settings, config.plugin_hosts, observer=metrics.PluginHostMetrics())
+    registry = HostedRegistry(plugin_limits(config), settings, pool, observer=metrics.PluginMetrics(),
+                              max_input_bytes=config.plugin_max_input_kib * 1024)
+    pool.warm = registry.warm
     source_metrics = metrics.SourceMetrics()
     source = build_source(config, registry, source_metrics)
     if source is not None:
+        await pool.start()  # no source, no plugins: no hosts either
         source_metrics.expect(config.effective_plugin_source())
         source.start()
     readiness = server.Readiness(plugins_synced=source.synced if source is not None else lambda: True)
@@ -221,5 +242,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
             await asyncio.to_thread(owner_caches.stop)
             metrics.flush_tallies()  # the last lookups counted, then no more from these caches
             metrics.count_lookups_stop()
+        await pool.close()
         if stop_renewal is not None:
             stop_renewal()

@@ -23,7 +23,8 @@ PROG = "workload-tagger"
 # Which Config settings each command exposes as flags (all of them also read env and file).
 RESOLVE_SETTINGS = (
     "prefix", "plugins_dir", "plugins_first", "allow_custom_types",
-    "plugin_instructions", "plugin_memory_mb", "log_level", "otel_annotations", "owner_fallback",
+    "plugin_instructions", "plugin_memory_mb", "plugin_call_timeout_ms", "plugin_load_timeout_ms",
+    "plugin_max_input_kib", "log_level", "otel_annotations", "owner_fallback",
 )
 CLUSTER_SETTINGS = ("kubeconfig",)
 CONFIGMAP_SETTINGS = ("configmap_namespace", "configmap_name", "kubeconfig", "plugin_instructions", "plugin_memory_mb")

@@ -117,13 +117,33 @@ class Config:
     )
     plugin_quarantine_after: int = field(
         default=5,
-        metadata={"help": "consecutive calls out of budget or memory after which a plugin is skipped for "
+        metadata={"help": "consecutive calls out of budget, memory or time after which a plugin is skipped for "
                   "pluginQuarantineSeconds (0: never)", "key": "pluginQuarantineAfter"},
     )
     plugin_quarantine_seconds: float = field(
         default=30.0,
         metadata={"help": "first quarantine; doubles while the plugin's trial calls keep failing, "
                   "up to 10 minutes", "key": "pluginQuarantineSeconds"},
+    )
+    plugin_hosts: int = field(
+        default=2,
+        metadata={"help": "plugin host processes evaluating plugins in parallel (see README, Plugins)",
+                  "key": "pluginHosts"},
+    )
+    plugin_call_timeout_ms: int = field(
+        default=200,
+        metadata={"help": "wall-clock limit of one plugin call; past it the host is killed and the plugin "
+                  "charged (outcome timeout)", "key": "pluginCallTimeoutMs"},
+    )
+    plugin_load_timeout_ms: int = field(
+        default=2000,
+        metadata={"help": "wall-clock limit of loading one plugin; past it the plugin is rejected and its "
+                  "last good version kept", "key": "pluginLoadTimeoutMs"},
+    )
+    plugin_max_input_kib: int = field(
+        default=64,
+        metadata={"help": "Pods whose plugin input (DeepFlow-shaped metadata) is larger are not sent to "
+                  "plugins (counted)", "key": "pluginMaxInputKib"},
     )
     review_budget_ms: int = field(
         default=500, metadata={"help": "time budget for one review; past it: allowed, no patch", "key": "reviewBudgetMs"}
@@ -293,6 +313,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"ownerLookup must be auto, on or off, not {config.owner_lookup!r}")
     if config.owner_wait_ms < 0:
         raise ConfigError("ownerWaitMs must be >= 0")
+    if config.plugin_hosts < 1:
+        raise ConfigError("pluginHosts must be at least 1")
+    if config.plugin_call_timeout_ms <= 0 or config.plugin_load_timeout_ms <= 0 or config.plugin_max_input_kib <= 0:
+        raise ConfigError("pluginCallTimeoutMs, pluginLoadTimeoutMs and pluginMaxInputKib must be > 0")
     if config.plugin_quarantine_after < 0 or config.plugin_quarantine_seconds <= 0:
         raise ConfigError("pluginQuarantineAfter must be >= 0 and pluginQuarantineSeconds > 0")
     validate_prefix(config.prefix)

@@ -31,4 +31,6 @@ class PluginOutcome(StrEnum):
     BUDGET = "budget"  # out of its instruction budget
     MEMORY = "memory"  # out of its memory limit
     INVALID = "invalid"  # a return value outside the contract
+    TIMEOUT = "timeout"  # past its wall-clock limit: the plugin host was killed (webhook/plugins/host.py)
+    CRASH = "crash"  # the plugin host died during the call and was replaced
     QUARANTINED = "quarantined"  # not called: the plugin is quarantined (counted, not evaluated)

@@ -3,12 +3,20 @@
 Never denies: anything that goes wrong inside (a bug, a plugin failure that escaped the
 engine) yields "allowed, no patch" with outcome ``error``; the server logs and counts it.
 
-Time budget: a review must be answered well inside the webhook's ``timeoutSeconds``. The hot
-path is synchronous, so nothing can pre-empt a running plugin; the budget holds because (1) the
-engine bounds each plugin call by its Lua instruction budget, (2) the deadline passed down is
-checked before each further plugin is started (by the plugin set, and again by the resolver), and
-(3) an answer that arrives after the deadline is dropped here: the review is answered "allowed,
-no patch" with outcome ``timeout``. Worst case is the budget plus one plugin call.
+Two steps: :meth:`PodMutator.decide` is synchronous and answers every review the rules resolve
+(everyday Pods). When the answer needs something that takes time — the plugins, evaluated in a
+plugin host, or an owner the owner caches have not seen yet (created a moment before its Pod) —
+it returns a :class:`PendingReview` and the server awaits :meth:`PodMutator.finish`, which waits
+for that owner (bounded), asks the plugins without blocking the event loop, and builds the same
+kind of :class:`Decision`. :meth:`handle` does both steps in one synchronous call, for the offline
+doors and plugin sets that run in place (which never wait for an owner).
+
+Time budget: a review must be answered well inside the webhook's ``timeoutSeconds``. The budget
+holds because (1) each plugin call is bounded by its instruction budget and, in a host, by a
+wall-clock limit past which the host is killed, (2) the deadline is set once, in :meth:`decide`,
+and checked before each further plugin is started; the wait for an owner takes at most half the
+budget, and (3) an answer that arrives after the deadline is dropped here: the review is answered
+"allowed, no patch" with outcome ``timeout``.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from webhook.admission.patch import DEFAULT_PREFIX, PatchBuilder
 from webhook.admission.review import AdmissionRequest, AdmissionResponse, PodObject
 from webhook.cluster.owner_cache import Ref
 from webhook.outcomes import ReviewOutcome
-from webhook.plugins import PluginSet
+from webhook.plugins import AsyncPluginSet, PluginSet
 from webhook.resolution.model import Resolution
 from webhook.resolution.owners import DEFERRED_MISSES
-from webhook.resolution.resolver import Resolver
+from webhook.resolution.resolver import NeedsPlugins, Resolver
 
 # Bound once: attribute lookups on the enum class cost more than a module global on the hot path.
 MUTATED, UNCHANGED, SKIPPED, ERROR, TIMEOUT, UNPATCHABLE = (
@@ -42,11 +50,27 @@ class Decision(msgspec.Struct, gc=False):  # one per review: a Struct, see Admis
     refused: str | None = None  # outcome unpatchable: why the patched Pod would be refused
 
 
+class PendingReview(msgspec.Struct, gc=False):
+    """A review :meth:`PodMutator.decide` could not finish: what :meth:`PodMutator.finish` needs.
+
+    ``owner``: the Pod's controller, of a cached kind whose watch is healthy, not in the cache yet:
+    wait for it, then resolve again. Otherwise (``owner`` None) only the plugins can tell.
+    """
+
+    request: AdmissionRequest
+    pod: PodObject
+    allow: AdmissionResponse
+    namespace: str | None
+    plugins: PluginSet | AsyncPluginSet
+    deadline: float | None
+    owner: Ref | None = None
+
+
 class PodMutator:
     def __init__(
         self,
         resolver: Resolver,
-        plugins: Callable[[], PluginSet],
+        plugins: Callable[[], PluginSet | AsyncPluginSet],
         prefix: str = DEFAULT_PREFIX,
         operations: frozenset[str] = frozenset({"CREATE"}),
         budget_seconds: float | None = None,
@@ -61,41 +85,38 @@ class PodMutator:
         self.operations = operations
         self.budget_seconds = budget_seconds
         self.clock = clock
-        # Waiting for a missing owner happens only in handle_async, and only with owner caches.
+        # Waiting for a missing owner happens only on the awaited step, and only with owner caches.
         self.owner_wait_seconds = owner_wait_seconds if resolver.owners is not None else 0.0
 
-    async def handle_async(self, request: AdmissionRequest) -> Decision:
-        """:meth:`handle`, after a bounded wait for a Pod's owner the owner caches have not seen yet.
-
-        The seam between the synchronous resolution and the owner caches: the lookup itself never
-        waits (it reads dicts). The first, synchronous pass runs with misses deferred: when the
-        Pod's controller is of a cached kind whose watch is healthy but is not in the cache yet
-        (created a moment before the Pod), the lookup leaves it in ``owners.DEFERRED_MISSES`` (a
-        context variable: per review task) instead of counting a miss.
-        Only then does the review await that uid's arrival, at most ``owner_wait_seconds`` and at
-        most half the review budget (the rest of the review keeps its time), while other reviews run
-        on the loop; then :meth:`handle` answers again, exactly or by the rules. Everyday reviews
-        take the first pass only.
-        """
-        started = self.clock()
-        owners = self.resolver.owners
-        if owners is None or self.owner_wait_seconds <= 0:
-            return self.handle(request, started)
-        missed: list[Ref] = []
-        token = DEFERRED_MISSES.set(missed)
+    def handle(self, request: AdmissionRequest) -> Decision:
+        """Both steps in one synchronous call (offline doors; plugin sets that run in place)."""
+        decided = self.decide(request, defer_owner=False)
+        if type(decided) is not PendingReview:
+            return decided  # type: ignore[return-value]
         try:
-            decision = self.handle(request, started)
-        finally:
-            DEFERRED_MISSES.reset(token)
-        if not missed:
-            return decision
-        wait = self.owner_wait_seconds
-        if self.budget_seconds:
-            wait = min(wait, self.budget_seconds / 2)
-        await owners.index.wait_for(missed[0], wait)
-        return self.handle(request, started)
+            meta = decided.pod.meta
+            found = self.resolver.by_plugins(meta, decided.namespace, decided.plugins,  # type: ignore[arg-type]
+                                             decided.deadline, self.clock)
+            found = self.resolver.after_plugins(meta, found)
+            return self._conclude(decided.pod, decided.allow, decided.deadline, found)
+        except Exception as exc:  # never let our own failure break a Pod creation
+            return Decision(decided.allow, ERROR, error=f"{type(exc).__name__}: {exc}")
 
-    def handle(self, request: AdmissionRequest, started: float | None = None) -> Decision:
+    async def handle_async(self, request: AdmissionRequest) -> Decision:
+        """Both steps, awaiting the second when there is one (what `/mutate` does)."""
+        decided = self.decide(request)
+        if type(decided) is PendingReview:
+            return await self.finish(decided)
+        return decided  # type: ignore[return-value]
+
+    def decide(self, request: AdmissionRequest, defer_owner: bool = True) -> Decision | PendingReview:
+        """The synchronous step: a Decision, or a PendingReview when an owner or the plugins must be awaited.
+
+        With owner caches, the resolution runs with misses deferred: when the Pod's controller is of
+        a cached kind whose watch is healthy but is not in the cache yet, the lookup leaves it in
+        ``owners.DEFERRED_MISSES`` (a context variable: per review task) instead of counting a miss,
+        and the review becomes pending on that owner. Everyday reviews never defer anything.
+        """
         allow = AdmissionResponse(request.api_version, request.uid)
         if not request.is_pod or request.operation not in self.operations:
             return Decision(allow, SKIPPED)
@@ -103,26 +124,57 @@ class PodMutator:
         if pod is None:
             return Decision(allow, UNCHANGED)
         try:
-            return self._mutate(request, pod, allow, started)
+            meta = pod.meta
+            deadline = self.clock() + self.budget_seconds if self.budget_seconds else None
+            plugins = self.plugins()
+            namespace = meta.namespace or request.namespace
+            if defer_owner and self.owner_wait_seconds > 0:
+                missed: list[Ref] = []
+                token = DEFERRED_MISSES.set(missed)
+                try:
+                    found = self.resolver.resolve_fast(meta, plugins)
+                finally:
+                    DEFERRED_MISSES.reset(token)
+                if missed:
+                    return PendingReview(request, pod, allow, namespace, plugins, deadline, missed[0])
+            else:
+                found = self.resolver.resolve_fast(meta, plugins)
+            if type(found) is NeedsPlugins:
+                return PendingReview(request, pod, allow, namespace, plugins, deadline)
+            return self._conclude(pod, allow, deadline, found)  # type: ignore[arg-type]
         except Exception as exc:  # never let our own failure break a Pod creation
             return Decision(allow, ERROR, error=f"{type(exc).__name__}: {exc}")
 
-    def _mutate(
-        self, request: AdmissionRequest, pod: PodObject, allow: AdmissionResponse, started: float | None = None
-    ) -> Decision:
-        meta = pod.meta
-        namespace = meta.namespace or request.namespace
-        begun = self.clock() if started is None else started
-        deadline = begun + self.budget_seconds if self.budget_seconds else None
-        resolution = self.resolver.resolve_pod(meta, namespace, self.plugins(), deadline, self.clock)
+    async def finish(self, pending: PendingReview) -> Decision:
+        """The awaited step: wait for a missing owner (bounded) and resolve again; ask the plugins
+        (in their host) when only they can tell; then decide as :meth:`decide` would."""
+        try:
+            meta = pending.pod.meta
+            if pending.owner is not None and self.resolver.owners is not None:
+                wait = self.owner_wait_seconds
+                if self.budget_seconds:
+                    wait = min(wait, self.budget_seconds / 2)
+                await self.resolver.owners.index.wait_for(pending.owner, wait)
+                found = self.resolver.resolve_fast(meta, pending.plugins)  # a miss now is counted
+                if type(found) is not NeedsPlugins:
+                    return self._conclude(pending.pod, pending.allow, pending.deadline, found)  # type: ignore[arg-type]
+            found = await self.resolver.resolve_slow(meta, pending.namespace, pending.plugins,
+                                                     pending.deadline, self.clock)
+            return self._conclude(pending.pod, pending.allow, pending.deadline, found)
+        except Exception as exc:  # never let our own failure break a Pod creation
+            return Decision(pending.allow, ERROR, error=f"{type(exc).__name__}: {exc}")
+
+    def _conclude(self, pod: PodObject, allow: AdmissionResponse, deadline: float | None,
+                  resolution: Resolution | None) -> Decision:
         if deadline is not None and self.clock() > deadline:
             return Decision(allow, TIMEOUT, error="review budget exceeded: answered without a patch")
         if resolution is None:
             return Decision(allow, UNCHANGED)
-        patch = self.patches.build(resolution, meta.annotations, pod.has_metadata)
+        annotations = pod.meta.annotations
+        patch = self.patches.build(resolution, annotations, pod.has_metadata)
         if patch is None:
             return Decision(allow, UNCHANGED, resolution)
-        refused = patch.refusal(meta.annotations)
+        refused = patch.refusal(annotations)
         if refused is not None:
             return Decision(allow, UNPATCHABLE, resolution, refused=refused)
         allow.patch = patch

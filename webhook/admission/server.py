@@ -2,7 +2,10 @@
 
 The hot path (`/mutate`) runs synchronously inside the handler: decode, resolve, patch,
 encode are CPU-only and sub-millisecond, so handing them to a thread would cost more than
-it saves. Nothing on it talks to the Kubernetes API.
+it saves. Nothing on it talks to the Kubernetes API. A review the rules cannot answer takes the
+one asynchronous step, :meth:`PodMutator.finish`: it waits (bounded) for an owner the owner
+caches have not seen yet, and its plugins run in a plugin host, while the event loop serves
+everything else.
 
 We serve through aiohttp's low-level ``web.Server`` with a four-entry route table of our own,
 not ``web.Application``: its router resolution, match-info and handler wrapping are per-request
@@ -31,7 +34,7 @@ from aiohttp.streams import StreamReader
 
 from webhook import metrics
 from webhook.admission import review as admission
-from webhook.admission.handler import Decision, PodMutator
+from webhook.admission.handler import Decision, PendingReview, PodMutator
 from webhook.admission.review import AdmissionRequest
 from webhook.admission.transport import BodyBudget, BodyReader, BodyRefused, GuardedServer, GuardedSite, Limits
 from webhook.outcomes import ReviewOutcome
@@ -211,23 +214,24 @@ def _answer(request: AdmissionRequest, decision: Decision, started: float) -> by
     return answer
 
 
-def observed_review(handler: PodMutator, body: bytes) -> bytes:
-    """The review entry: one AdmissionReview's bytes decoded, decided and encoded, and the review
-    timed, counted and logged (the one place the serving path reports a review).
+def observed_review(handler: PodMutator, body: bytes, started: float) -> bytes | PendingReview:
+    """The review entry: one AdmissionReview's bytes decoded and decided, and, when the handler
+    answers at once (every review the rules resolve), encoded, timed, counted and logged — the one
+    place the serving path reports a review. A :class:`PendingReview` goes to :func:`observed_finish`.
 
     Raises :class:`AdmissionError` for a body that is not a review we can answer; any other
     failure is the handler's, which answers "allowed, no patch" itself.
     """
-    started = time.perf_counter()
     request = _decode(body)
-    return _answer(request, handler.handle(request), started)
+    decided = handler.decide(request)
+    if type(decided) is PendingReview:
+        return decided
+    return _answer(request, decided, started)  # type: ignore[arg-type]
 
 
-async def observed_review_async(handler: PodMutator, body: bytes) -> bytes:
-    """:func:`observed_review` for a handler that may await (a missing owner, within the review budget)."""
-    started = time.perf_counter()
-    request = _decode(body)
-    return _answer(request, await handler.handle_async(request), started)
+async def observed_finish(handler: PodMutator, pending: PendingReview, started: float) -> bytes:
+    """The awaited step of a review (a missing owner, the plugins in their host), reported like any other."""
+    return _answer(pending.request, await handler.finish(pending), started)
 
 
 def build_app(
@@ -245,10 +249,13 @@ def build_app(
             except BodyRefused as refused:
                 return await refused.answer(request)
             try:
+                started = time.perf_counter()
                 try:
-                    answer = await observed_review_async(mutator, body) if waits else observed_review(mutator, body)
+                    answer = observed_review(mutator, body, started)
                 except admission.AdmissionError as exc:
                     raise web.HTTPBadRequest(text=orjson_error(str(exc)), content_type=JSON) from None
+                if type(answer) is PendingReview:  # an owner or the plugins must be awaited: the one async step
+                    answer = await observed_finish(mutator, answer, started)
                 response = web.Response(body=answer, content_type=JSON)
             finally:
                 bodies.release(held)
@@ -258,7 +265,6 @@ def build_app(
         finally:
             in_flight.leave()
 
-    waits = mutator.owner_wait_seconds > 0  # owner lookup on: a review may await a missing owner
 
     async def healthz(_: web.BaseRequest) -> web.Response:
         return web.Response(text="ok\n")

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-from webhook.app import plugin_limits
+from webhook.app import host_settings
 from webhook.config import Config
 from webhook.errors import UserError
+from webhook.plugins.hosted import validate_hosted
 from webhook.plugins.loading import read_plugin_file
-from webhook.plugins.registry import validate_plugin
 from webhook.plugins.sources.snapshot import SUFFIX, plugin_key, plugins_from_data
 
 Validator = Callable[[str, str], None]
@@ -107,12 +107,13 @@ def run_delete(args: argparse.Namespace, config: Config) -> int:
 
 
 def engine_validator(config: Config) -> Validator:
-    """The webhook's own check: compile in the sandbox, require the function, run once on a sample Pod."""
+    """The webhook's own check: compile in the sandbox, require the function, run once on a sample Pod,
+    in a plugin host under the webhook's wall-clock limits (a plugin that hangs is rejected, not waited for)."""
 
-    limits = plugin_limits(config)
+    settings = host_settings(config)
 
     def validate(name: str, source: str) -> None:
-        validate_plugin(name, source, limits)
+        validate_hosted(name, source, settings)
 
     return validate
 

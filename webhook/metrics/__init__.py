@@ -13,7 +13,14 @@ from webhook.metrics.definitions import (
     WATCH_RESTART_REASONS,
 )
 from webhook.metrics.exposition import exposition, metrics_handler, start_metrics_server, worker_exited
-from webhook.metrics.observers import OwnerMetrics, PluginMetrics, SourceMetrics, count_lookups_stop, set_cert_expiry
+from webhook.metrics.observers import (
+    OwnerMetrics,
+    PluginHostMetrics,
+    PluginMetrics,
+    SourceMetrics,
+    count_lookups_stop,
+    set_cert_expiry,
+)
 from webhook.metrics.tally import (
     _ADMISSION_REQUESTS,
     FLUSH_SECONDS,
@@ -30,7 +37,7 @@ from webhook.metrics.tally import (
 
 __all__ = [
     "ADMISSION_BUCKETS", "FLUSH_SECONDS", "OPERATIONS", "REGISTRY", "REVIEWS",
-    "WATCH_RESTART_REASONS", "_ADMISSION_REQUESTS", "OwnerMetrics", "PluginMetrics", "ReviewTally", "SourceMetrics",
+    "WATCH_RESTART_REASONS", "_ADMISSION_REQUESTS", "OwnerMetrics", "PluginHostMetrics", "PluginMetrics", "ReviewTally", "SourceMetrics",
     "count_lookups_stop", "exposition", "flush_periodically", "flush_tallies", "metrics_handler", "observe_admission",
     "observe_platform", "observe_refused", "observe_resolution", "observe_review", "set_cert_expiry", "start_metrics_server",
     "worker_exited",

@@ -64,6 +64,7 @@ UNKNOWN_OPERATION = "unknown"
 ADMISSION_OUTCOMES = tuple(ReviewOutcome)
 RESOLUTION_SOURCES = ("builtin", "config", "plugin", "owners")
 PLUGIN_OUTCOMES = tuple(PluginOutcome)
+HOST_EXIT_REASONS = (PluginOutcome.TIMEOUT, PluginOutcome.CRASH)
 WATCH_RESTART_REASONS = ("gone", "error", "timeout", "closed")
 PLATFORMS = tuple(sorted({r.platform for r in BUILTIN_RULES if r.platform}))
 
@@ -143,8 +144,8 @@ PODS_SEEN = Counter(
 
 PLUGIN_EVALUATIONS = Counter(
     "plugin_evaluations",
-    "Plugin calls, by plugin and outcome (match, no-match, error, budget, memory, invalid; "
-    "quarantined: skipped, not called).",
+    "Plugin calls, by plugin and outcome (match, no-match, error, budget, memory, invalid; timeout: "
+    "killed at its wall-clock limit; crash: its host died; quarantined: skipped, not called).",
     ["plugin", "outcome"],
     namespace=NS,
     registry=REGISTRY,
@@ -188,6 +189,34 @@ PLUGIN_LOAD_ERRORS = Counter(
     "plugin_load_errors",
     "Plugin sources that failed to compile or load, by plugin.",
     ["plugin"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+
+PLUGIN_INPUTS_TOO_LARGE = Counter(
+    "plugin_inputs_too_large",
+    "Pods that needed plugins but whose plugin input was above pluginMaxInputKib: no plugin was asked.",
+    namespace=NS,
+    registry=REGISTRY,
+)
+PLUGIN_HOST_EXITS = Counter(
+    "plugin_host_exits",
+    "Plugin host processes that ended and were replaced, by reason (timeout: killed because a plugin "
+    "passed its wall-clock limit; crash: died by itself).",
+    ["reason"],
+    namespace=NS,
+    registry=REGISTRY,
+)
+PLUGIN_HOSTS_UP = Gauge(
+    "plugin_hosts_up",
+    "Plugin host processes ready to evaluate plugins (0 while all are being replaced: no plugin answers).",
+    namespace=NS,
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+PLUGIN_HOSTS_UNAVAILABLE = Counter(
+    "plugin_hosts_unavailable",
+    "Reviews that needed plugins while no plugin host was up: answered without plugin answers.",
     namespace=NS,
     registry=REGISTRY,
 )
@@ -301,6 +330,8 @@ for _op in (*OPERATIONS, UNKNOWN_OPERATION):
 for _platform_name in (*PLATFORMS, NONE):
     PODS_SEEN.labels(_platform_name)
 RESOLUTIONS.labels(NONE, NONE)
+for _reason in HOST_EXIT_REASONS:
+    PLUGIN_HOST_EXITS.labels(_reason)
 
 
 def prime_resolutions() -> None:

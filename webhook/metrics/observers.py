@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from webhook.metrics.definitions import (
     CERT_EXPIRY,
+    HOST_EXIT_REASONS,
     OTHER,
     OWNER_CACHE_OBJECTS,
     OWNER_CACHE_RESTARTS,
@@ -22,7 +23,11 @@ from webhook.metrics.definitions import (
     OWNER_LOOKUPS,
     OWNER_RESTART_REASONS,
     PLUGIN_EVALUATIONS,
+    PLUGIN_HOST_EXITS,
+    PLUGIN_HOSTS_UNAVAILABLE,
+    PLUGIN_HOSTS_UP,
     PLUGIN_INFO,
+    PLUGIN_INPUTS_TOO_LARGE,
     PLUGIN_LATENCY,
     PLUGIN_LOAD_ERRORS,
     PLUGIN_OUTCOMES,
@@ -61,6 +66,9 @@ class PluginMetrics:
 
     def evaluated(self, plugin: str, outcome: str, seconds: float) -> None:
         PLUGIN_CALLS.add(plugin, outcome, seconds)
+
+    def oversized(self) -> None:
+        PLUGIN_INPUTS_TOO_LARGE.inc()
 
     def skipped(self, plugin: str) -> None:
         _PLUGIN_EVALUATIONS.get(plugin, PluginOutcome.QUARANTINED).inc()
@@ -101,6 +109,19 @@ class PluginMetrics:
                 PLUGIN_LATENCY.labels(name)
             PLUGINS_LOADED.set(len(plugins))
             PLUGINS_FAILED.set(len(failed))
+
+
+class PluginHostMetrics:
+    """The :class:`webhook.plugins.client.HostObserver` that feeds the plugin host metrics."""
+
+    def host_exited(self, reason: str) -> None:
+        PLUGIN_HOST_EXITS.labels(reason if reason in HOST_EXIT_REASONS else PluginOutcome.CRASH).inc()
+
+    def hosts_up(self, count: int) -> None:
+        PLUGIN_HOSTS_UP.set(count)
+
+    def no_host(self) -> None:
+        PLUGIN_HOSTS_UNAVAILABLE.inc()
 
 
 class SourceMetrics:

@@ -6,7 +6,7 @@ by the registry, so one admission request is evaluated entirely against one set.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +38,20 @@ class PluginSet(Protocol):
         ...
 
 
+class AsyncPluginSet(Protocol):
+    """A plugin set evaluated outside the server's process (see webhook/plugins/hosted.py): the
+    server awaits its answer instead of running Lua on the event loop."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    async def first_answer(
+        self, meta_json: str, deadline: float | None, accept: Callable[[str], str | None]
+    ) -> tuple[PluginAnswer, str] | None:
+        """The first answer, in name order, whose type ``accept`` maps to a type to write, with that type."""
+        ...
+
+
 class EmptyPluginSet:
     """The set in force before any source has synced, or when plugins are disabled."""
 
@@ -61,6 +75,10 @@ class PluginObserver(Protocol):
 
     def quarantine_changed(self, plugin: str, quarantined: bool) -> None: ...
 
+    def oversized(self) -> None:
+        """A Pod whose plugin input is above the size limit: no plugin was asked."""
+        ...
+
     def load_failed(self, plugin: str, error: str) -> None: ...
 
     def set_loaded(self, plugins: Mapping[str, str]) -> None:
@@ -76,6 +94,9 @@ class NullObserver:
         pass
 
     def quarantine_changed(self, plugin: str, quarantined: bool) -> None:
+        pass
+
+    def oversized(self) -> None:
         pass
 
     def load_failed(self, plugin: str, error: str) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from webhook.errors import UserError
-from webhook.plugins import NullObserver
-from webhook.plugins.registry import LoadedPluginSet, PluginLimits, PluginLoadError, compile_plugin
+from webhook.plugins.client import HostSettings
+from webhook.plugins.hosted import BlockingPluginSet
+from webhook.plugins.quarantine import QuarantinePolicy
+from webhook.plugins.registry import PluginLoadError
 from webhook.plugins.sources.snapshot import read_plugin_dir
 
 
@@ -21,8 +23,11 @@ def read_plugin_file(path: str | Path) -> str:
         raise UserError(f"plugin file {path} is not UTF-8 text") from None
 
 
-def plugin_set_from_dir(path: str, limits: PluginLimits) -> LoadedPluginSet:
-    """All plugins of a directory for an offline command; any plugin that fails to load is an error."""
+def plugin_set_from_dir(
+    path: str, settings: HostSettings, quarantine: QuarantinePolicy, max_input_bytes: int
+) -> BlockingPluginSet:
+    """All plugins of a directory for an offline command, in a plugin host under the same limits as
+    `serve`; any plugin that fails to load is an error."""
     directory = Path(path)
     if not directory.is_dir():
         raise UserError(f"plugins directory {path} does not exist")
@@ -30,10 +35,7 @@ def plugin_set_from_dir(path: str, limits: PluginLimits) -> LoadedPluginSet:
         sources = read_plugin_dir(directory, strict=True)
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read plugins from {path}: {exc}") from None
-    plugins = {}
-    for name, source in sources.items():
-        try:
-            plugins[name] = compile_plugin(name, source, limits)
-        except PluginLoadError as exc:
-            raise UserError(f"{exc} ({directory / (name + '.lua')})") from None
-    return LoadedPluginSet(plugins, NullObserver())
+    try:
+        return BlockingPluginSet(sources, settings, quarantine, max_input_bytes=max_input_bytes)
+    except PluginLoadError as exc:
+        raise UserError(f"{exc} ({directory / (exc.plugin + '.lua')})") from None

@@ -1,10 +1,11 @@
 """Quarantine: a per-plugin circuit breaker for plugins that keep running into their bounds.
 
-Why: each call is bounded (instruction budget, memory cap), but a plugin that loops or bombs
-memory on every Pod still spends its whole budget on every review that reaches
-the plugins, on the event loop, so every review queued behind it waits too. After
+Why: each call is bounded (instruction budget, memory cap, wall-clock limit), but a plugin that
+loops, bombs memory or hangs on every Pod still spends its whole bound on every review that
+reaches the plugins (a hang also costs a plugin host), and those reviews wait for it. After
 ``after`` consecutive *costly* failures (budget or memory: the outcomes that cost the full bound;
-an error or an invalid return is cheap) the plugin is skipped for ``seconds``; then one call is
+a timeout or a crash of the plugin host: both kill a process; an error or an invalid return is
+cheap) the plugin is skipped for ``seconds``; then one call is
 let through as a trial: a costly failure again doubles the quarantine (up to
 :data:`MAX_SECONDS`), anything else lifts it and resets the length.
 
@@ -13,7 +14,7 @@ tagged by it (the next plugin may still answer). Both are counted (outcome ``qua
 the ``plugin_quarantined`` gauge), and `audit`/`backfill` repair the Pods afterwards. A plugin
 whose source changes gets a fresh breaker with its new runtime.
 
-Not locked: the server evaluates plugins on its one event-loop thread; elsewhere (offline
+Not locked: the server records plugin outcomes on its one event-loop thread; elsewhere (offline
 commands) a race can at worst let one extra trial call through.
 """
 
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 
 from webhook.outcomes import PluginOutcome
 
-COSTLY = frozenset({PluginOutcome.BUDGET, PluginOutcome.MEMORY})
+# The outcomes that cost the whole bound of a call: instructions, memory, wall-clock time (the host
+# was killed), or the host itself (it died during the call and had to be replaced).
+COSTLY = frozenset({PluginOutcome.BUDGET, PluginOutcome.MEMORY, PluginOutcome.TIMEOUT, PluginOutcome.CRASH})
 MAX_SECONDS = 600.0
 
 # What a recorded outcome changed, for the log line and the gauge.

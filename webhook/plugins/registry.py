@@ -35,7 +35,8 @@ DEFAULT_SAMPLE_META = (
 
 _MAX_LOGGED = 1024  # distinct (plugin, error) pairs logged per set; bounds memory if messages vary
 
-_FAILED = frozenset({PluginOutcome.ERROR, PluginOutcome.BUDGET, PluginOutcome.MEMORY, PluginOutcome.INVALID})
+_FAILED = frozenset({PluginOutcome.ERROR, PluginOutcome.BUDGET, PluginOutcome.MEMORY, PluginOutcome.INVALID,
+                     PluginOutcome.TIMEOUT, PluginOutcome.CRASH})
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,47 @@ def validate_plugin(name: str, source: str, limits: PluginLimits, sample_meta_js
         raise PluginLoadError(name, f"{result.outcome} on the sample Pod: {result.error}", result.line)
 
 
+class Accounts:
+    """What every plugin set does with one call's result: count it, charge the plugin's breaker,
+    and log each distinct failure once (and every quarantine change)."""
+
+    def __init__(self, observer: PluginObserver) -> None:
+        self._observer = observer
+        self._logged: set[tuple[str, str]] = set()
+
+    def record(self, name: str, breaker: Breaker, result: CallResult, seconds: float) -> None:
+        self._observer.evaluated(name, result.outcome, seconds)
+        change = breaker.record(result.outcome)
+        if change is not None:
+            self._quarantine_changed(name, breaker, change == ENTERED, result)
+        if result.outcome in _FAILED:
+            key = (name, f"{result.outcome}:{result.error}")
+            if key not in self._logged and len(self._logged) < _MAX_LOGGED:
+                self._logged.add(key)
+                log.warning(
+                    "plugin %s skipped (%s): %s",
+                    name,
+                    result.outcome,
+                    result.error,
+                    extra={"plugin": name, "outcome": result.outcome, "line": result.line},
+                )
+
+    def _quarantine_changed(self, name: str, breaker: Breaker, entered: bool, result: CallResult) -> None:
+        self._observer.quarantine_changed(name, entered)
+        if entered:
+            log.warning(
+                "plugin %s quarantined for %g s after %d consecutive calls that ran out of budget, memory "
+                "or time (last: %s); Pods it would claim meanwhile are not tagged by it",
+                name,
+                breaker.length,
+                breaker.failures,
+                result.outcome,
+                extra={"plugin": name, "quarantine_seconds": breaker.length},
+            )
+        else:
+            log.info("plugin %s out of quarantine: its trial call succeeded", name, extra={"plugin": name})
+
+
 class LoadedPluginSet:
     """An immutable snapshot of compiled plugins, evaluated in name order."""
 
@@ -98,7 +140,7 @@ class LoadedPluginSet:
         self._plugins = tuple(plugins[name] for name in sorted(plugins))
         self.names: tuple[str, ...] = tuple(p.name for p in self._plugins)
         self._observer = observer
-        self._logged: set[tuple[str, str]] = set()
+        self._accounts = Accounts(observer)
 
     @property
     def plugins(self) -> Mapping[str, CompiledPlugin]:
@@ -110,39 +152,8 @@ class LoadedPluginSet:
         """One call, counted and (once per distinct error) logged."""
         started = time.perf_counter()
         result = plugin.runtime.call(meta_json, prepared)
-        self._observer.evaluated(plugin.name, result.outcome, time.perf_counter() - started)
-        change = plugin.breaker.record(result.outcome)
-        if change is not None:
-            self._quarantine_changed(plugin, change == ENTERED, result)
-        if result.outcome in _FAILED:
-            key = (plugin.name, f"{result.outcome}:{result.error}")
-            if key not in self._logged and len(self._logged) < _MAX_LOGGED:
-                self._logged.add(key)
-                log.warning(
-                    "plugin %s skipped (%s): %s",
-                    plugin.name,
-                    result.outcome,
-                    result.error,
-                    extra={"plugin": plugin.name, "outcome": result.outcome, "line": result.line},
-                )
+        self._accounts.record(plugin.name, plugin.breaker, result, time.perf_counter() - started)
         return result
-
-    def _quarantine_changed(self, plugin: CompiledPlugin, entered: bool, result: CallResult) -> None:
-        self._observer.quarantine_changed(plugin.name, entered)
-        breaker = plugin.breaker
-        if entered:
-            log.warning(
-                "plugin %s quarantined for %g s after %d consecutive calls that ran out of budget or memory "
-                "(last: %s); Pods it would claim meanwhile are not tagged by it",
-                plugin.name,
-                breaker.length,
-                breaker.failures,
-                result.outcome,
-                extra={"plugin": plugin.name, "quarantine_seconds": breaker.length},
-            )
-        else:
-            log.info("plugin %s out of quarantine: its trial call succeeded", plugin.name,
-                     extra={"plugin": plugin.name})
 
     def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
         if not self._plugins:

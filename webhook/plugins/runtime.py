@@ -13,7 +13,9 @@ Known limit: the count hook only fires between Lua instructions, so time spent i
 function is not counted. Allocation-heavy ones (``string.rep``, ``table.concat``) are bounded by
 the memory cap and our native decode is charged by input size, but a pathological pattern
 (Lua 5.1's matcher backtracks, e.g. ``("a"):rep(40):find(("a?"):rep(40) .. ("a"):rep(40))``)
-can run long inside ``string.find``. Plugins are admin-supplied code; this is the residual risk.
+can run long inside ``string.find``. That is why `serve` and every offline door run this engine
+only inside a plugin host (webhook/plugins/host.py), which is killed when a call passes its
+wall-clock limit.
 
 Returned strings are capped at :data:`MAX_VALUE_BYTES` bytes: workload names are Kubernetes
 object names (DNS subdomains, at most 253 characters) and types are short kind names, so

@@ -4,6 +4,11 @@
 so the CLI can never disagree with the webhook. Order: built-in (and config) rules, then
 plugins — or plugins first when ``plugins_first`` is set — first acceptable answer wins; then,
 with ``owner_fallback``, the Pod's controller owner itself (:mod:`webhook.resolution.fallback`).
+
+The webhook takes the same order in two steps, so that everyday Pods never wait for anything:
+:meth:`Resolver.resolve_fast` (sync: the rules) answers, or says :data:`NEEDS_PLUGINS`; only then
+the handler awaits :meth:`Resolver.resolve_slow` (the plugins, evaluated in a plugin host, then
+whatever comes after them).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import orjson
 
 from webhook.cluster.owner_cache import OwnerIndex
-from webhook.plugins import EMPTY, PluginSet
+from webhook.plugins import EMPTY, AsyncPluginSet, PluginSet
 from webhook.resolution.fallback import owner_fallback
 from webhook.resolution.model import PodMeta, Resolution, canonical_type
 from webhook.resolution.owners import OwnerLookup
@@ -36,6 +41,18 @@ class ResolverSettings:
     allow_custom_types: bool = False
     extra_rules: tuple[OwnerRule, ...] = ()
     owner_fallback: bool = False
+
+
+class NeedsPlugins:
+    """The fast path's answer when only the plugins can tell (see :meth:`Resolver.resolve_fast`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEEDS_PLUGINS"
+
+
+NEEDS_PLUGINS = NeedsPlugins()
 
 
 class Resolver:
@@ -82,7 +99,8 @@ class Resolver:
         if found is None:
             return None
         wtype = self.accept_type(found.workload_type)
-        return None if wtype is None else Resolution(wtype, found.workload_name, found.platform, found.resolved_by)
+        return None if wtype is None else Resolution(wtype, found.workload_name, found.platform, found.resolved_by,
+                                                     found.owner)
 
     def by_plugins(
         self,
@@ -101,6 +119,59 @@ class Resolver:
             if wtype is not None:
                 return Resolution(wtype, answer.workload_name, None, f"plugin:{answer.plugin}")
         return None
+
+    def resolve_fast(self, pod: PodMeta, plugins: PluginSet | AsyncPluginSet) -> Resolution | NeedsPlugins | None:
+        """The synchronous step: the rules' answer, or :data:`NEEDS_PLUGINS` when plugins must be asked
+        (no rule answered, or ``plugins_first``, and the set has plugins); then await :meth:`resolve_slow`."""
+        if not plugins.names:
+            return self.or_fallback(pod, self.by_rules(pod))
+        if self.settings.plugins_first:
+            return NEEDS_PLUGINS
+        found = self.by_rules(pod)
+        return NEEDS_PLUGINS if found is None else found
+
+    async def resolve_slow(
+        self,
+        pod: PodMeta,
+        namespace: str | None,
+        plugins: PluginSet | AsyncPluginSet,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Resolution | None:
+        """The step after :data:`NEEDS_PLUGINS`: the plugins (awaited from their host when the set is
+        hosted; a synchronous set is run in place), then the rules when ``plugins_first``."""
+        if hasattr(plugins, "first_answer"):
+            found = await self.by_plugins_async(pod, namespace, plugins, deadline)  # type: ignore[arg-type]
+        else:
+            found = self.by_plugins(pod, namespace, plugins, deadline, clock)  # type: ignore[arg-type]
+        return self.after_plugins(pod, found)
+
+    def after_plugins(self, pod: PodMeta, found: Resolution | None) -> Resolution | None:
+        """What follows the plugins on the slow path (both doors: awaited and synchronous)."""
+        if found is None and self.settings.plugins_first:
+            found = self.by_rules(pod)
+        return self.or_fallback(pod, found)
+
+    def or_fallback(self, pod: PodMeta, found: Resolution | None) -> Resolution | None:
+        """``found``, or with ``owner_fallback`` the Pod's controller owner itself when nobody answered.
+
+        Last, so rules and plugins still win; its types are owner kinds, accepted without
+        allowCustomTypes: turning the fallback on is the opt-in.
+        """
+        if found is None and self.settings.owner_fallback:
+            return owner_fallback(pod)
+        return found
+
+    async def by_plugins_async(
+        self, pod: PodMeta, namespace: str | None, plugins: AsyncPluginSet, deadline: float | None = None
+    ) -> Resolution | None:
+        if not plugins.names:
+            return None
+        found = await plugins.first_answer(plugin_input(pod, namespace), deadline, self.accept_type)
+        if found is None:
+            return None
+        answer, wtype = found
+        return Resolution(wtype, answer.workload_name, None, f"plugin:{answer.plugin}")
 
     def resolve(
         self,
@@ -130,11 +201,7 @@ class Resolver:
             found = self.by_plugins(pod, namespace, plugins, deadline, clock) or self.by_rules(pod)
         else:
             found = self.by_rules(pod) or self.by_plugins(pod, namespace, plugins, deadline, clock)
-        if found is None and self.settings.owner_fallback:
-            # Last, so rules and plugins still win; its types are owner kinds, accepted without
-            # allowCustomTypes: turning the fallback on is the opt-in.
-            return owner_fallback(pod)
-        return found
+        return self.or_fallback(pod, found)
 
 
 def plugin_input(meta: Mapping[str, Any] | PodMeta, namespace: str | None) -> str:
