@@ -231,8 +231,9 @@ def in_a_loop(work: Path) -> tuple[list[str], float]:
     this process's CPU per review (the hosts' is theirs). Less noise, no batching either."""
     import asyncio
 
-    from webhook.plugins.client import HostPool, HostSettings
+    from webhook.plugins.client import HostSettings
     from webhook.plugins.hosted import HostedRegistry
+    from webhook.plugins.pool import HostPool
     from webhook.plugins.registry import PluginLimits, PluginRegistry
     from webhook.plugins.sources.snapshot import read_plugin_dir
     from webhook.resolution.model import PodMeta

@@ -419,8 +419,8 @@ class HostEvents:
 
 
 async def test_while_no_host_is_up_reviews_go_on_without_plugins_and_hosts_come_back() -> None:
-    from webhook.plugins.client import HostPool
     from webhook.plugins.hosted import HostedRegistry
+    from webhook.plugins.pool import HostPool
     from webhook.plugins.registry import PluginLimits
     from webhook.resolution.model import PodMeta
     from webhook.resolution.resolver import plugin_input

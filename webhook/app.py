@@ -184,8 +184,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None, reuse_port: b
     from webhook.admission import server
     from webhook.admission.transport import Limits
     from webhook.certs.reload import CertReloader
-    from webhook.plugins.client import HostPool
     from webhook.plugins.hosted import HostedRegistry
+    from webhook.plugins.pool import HostPool
     from webhook.plugins.sources.factory import build_source
 
     stop = stop or asyncio.Event()

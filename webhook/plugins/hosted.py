@@ -32,7 +32,8 @@ from typing import Any
 
 from webhook.outcomes import PluginOutcome
 from webhook.plugins import NullObserver, PluginAnswer, PluginObserver
-from webhook.plugins.client import LATE, AsyncHost, BlockingHost, Died, HostPool, HostSettings
+from webhook.plugins.client import LATE, BlockingHost, Died, HostSettings
+from webhook.plugins.pool import AsyncHost, HostPool
 from webhook.plugins.quarantine import Breaker, QuarantinePolicy
 from webhook.plugins.registry import (
     DEFAULT_SAMPLE_META,
