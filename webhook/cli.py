@@ -57,7 +57,7 @@ def _lazy(module: str, func: str = "run", adder: str = "add_arguments") -> tuple
 class _Builder:
     """Adds subcommands; imports a command's module only when that command was asked for.
 
-    A command module may pull in heavy libraries (the kubernetes client alone is ~30 MiB), and
+    A command module may pull in heavy libraries (the kubernetes client alone is large), and
     `serve` must not carry what `audit` needs, so the parser is built for the command in argv.
     """
 
