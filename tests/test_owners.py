@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ import pytest
 from tests.support.factories import owner, pod, review
 from tests.support.fakeapi import FakeAPI, FakeCluster, Fault, serve, write_kubeconfig
 from tests.support.net import free_port
-from tests.support.servers import ServerFactory, TLSFiles
-from webhook import app
+from tests.support.servers import ServerFactory, TLSFiles, serving
+from tests.support.waiting import wait_for
 from webhook.admission.handler import PodMutator
 from webhook.cluster.backoff import Backoff
 from webhook.cluster.informer import LIST_ACCEPT, OwnerCaches, sync_once
@@ -78,12 +78,6 @@ def pod_of(api_version: str, kind: str, name: str, labels: dict[str, str] | None
 
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def answer(found: Resolution | None) -> tuple[str, str, str, str | None] | None:
@@ -121,7 +115,7 @@ def synced(cluster: FakeAPI) -> Iterator[tuple[FakeAPI, OwnerCaches]]:
     caches = OwnerCaches(cluster.api_client(), watch_timeout_s=2, backoff=FAST, page_size=2)
     caches.start()
     try:
-        wait_until(caches.synced)
+        wait_for(caches.synced, timeout=10.0)
         yield cluster, caches
     finally:
         caches.stop()
@@ -174,7 +168,7 @@ def test_lists_ask_for_metadata_only_and_follow_pages(synced: tuple[FakeAPI, Own
     def watches() -> list[Any]:
         return [r for r in cluster.log if r.path.endswith("/replicasets") and r.query.get("watch") == "true"]
 
-    wait_until(lambda: bool(watches()))  # the watch starts right after the list
+    wait_for(lambda: bool(watches()), timeout=10.0)  # the watch starts right after the list
     assert watches()[0].query["resourceVersion"] and watches()[0].query["allowWatchBookmarks"] == "true"
 
 
@@ -194,13 +188,13 @@ def test_watch_events_add_change_and_remove_owners(synced: tuple[FakeAPI, OwnerC
     add(cluster, workload("Deployment", "late"))
     add(cluster, workload("ReplicaSet", "late-abc", ("apps/v1", "Deployment", "late")))
     meta = pod_of("apps/v1", "ReplicaSet", "late-abc")
-    wait_until(lambda: answer(resolver.resolve_pod(meta)) == ("Deployment", "late", EXACT, None))
+    wait_for(lambda: answer(resolver.resolve_pod(meta)) == ("Deployment", "late", EXACT, None), timeout=10.0)
     # adopted by an operator: the ReplicaSet's controller changes
     add(cluster, workload("ReplicaSet", "late-abc", ("ops.example.com/v1", "Widget", "w9")))
-    wait_until(lambda: answer(resolver.resolve_pod(meta)) == ("ReplicaSet", "late-abc", EXACT,
-                                                              "Widget.ops.example.com/w9"))
+    wait_for(lambda: answer(resolver.resolve_pod(meta)) == ("ReplicaSet", "late-abc", EXACT,
+                                                            "Widget.ops.example.com/w9"), timeout=10.0)
     cluster.delete_object(GVR["ReplicaSet"], "default", "late-abc")
-    wait_until(lambda: answer(resolver.resolve_pod(meta)) == ("ReplicaSet", "late-abc", "builtin:replicaset", None))
+    wait_for(lambda: answer(resolver.resolve_pod(meta)) == ("ReplicaSet", "late-abc", "builtin:replicaset", None), timeout=10.0)
 
 
 def test_gone_relists_and_keeps_answering(synced: tuple[FakeAPI, OwnerCaches]) -> None:
@@ -211,9 +205,9 @@ def test_gone_relists_and_keeps_answering(synced: tuple[FakeAPI, OwnerCaches]) -
     add(cluster, workload("ReplicaSet", "after-gone", ("apps/v1", "Deployment", "web")), event=False)  # no event
     cluster.expire_next_watch = {"replicasets"}
     cluster.end_watches()
-    wait_until(lambda: informer.lists > lists_before)
+    wait_for(lambda: informer.lists > lists_before, timeout=10.0)
     meta = pod_of("apps/v1", "ReplicaSet", "after-gone")
-    wait_until(lambda: answer(Resolver(owners=caches.index).resolve_pod(meta)) == ("Deployment", "web", EXACT, None))
+    wait_for(lambda: answer(Resolver(owners=caches.index).resolve_pod(meta)) == ("Deployment", "web", EXACT, None), timeout=10.0)
 
 
 def test_forbidden_falls_back_to_the_rules_and_counts_it(cluster: FakeAPI,
@@ -222,7 +216,7 @@ def test_forbidden_falls_back_to_the_rules_and_counts_it(cluster: FakeAPI,
     caches = OwnerCaches(cluster.api_client(), watch_timeout_s=2, backoff=FAST)
     caches.start()
     try:
-        wait_until(lambda: sum(1 for r in cluster.log if r.status == 403) >= 12)  # every resource, twice
+        wait_for(lambda: sum(1 for r in cluster.log if r.status == 403) >= 12, timeout=10.0)  # every resource, twice
         resolver = Resolver(owners=caches.index)
         meta = pod_of("apps/v1", "ReplicaSet", "web-7c5ddbdf54", {"pod-template-hash": "7c5ddbdf54"})
         assert answer(resolver.resolve_pod(meta)) == ("Deployment", "web", "builtin:deployment", None)
@@ -231,7 +225,7 @@ def test_forbidden_falls_back_to_the_rules_and_counts_it(cluster: FakeAPI,
         assert len(warnings) == 1  # once per outage, not once per retry
         # granted later: the caches sync without a restart
         cluster.forbid = set()
-        wait_until(caches.synced)
+        wait_for(caches.synced, timeout=10.0)
         assert answer(resolver.resolve_pod(meta)) == ("Deployment", "web", EXACT, None)
     finally:
         caches.stop()
@@ -248,7 +242,7 @@ def test_api_going_away_mid_run(synced: tuple[FakeAPI, OwnerCaches]) -> None:
     cluster.end_watches()
     add(cluster, workload("ReplicaSet", "x-1", ("apps/v1", "Deployment", "x")))
     rs = RESOURCES[0]
-    wait_until(lambda: caches.index.store_state(rs.group, rs.kind) == (True, False))
+    wait_for(lambda: caches.index.store_state(rs.group, rs.kind) == (True, False), timeout=10.0)
     known = pod_of("apps/v1", "ReplicaSet", "web-7c5ddbdf54", {"pod-template-hash": "7c5ddbdf54"})
     assert answer(resolver.resolve_pod(known)) == ("Deployment", "web", EXACT, None)
     new = pod_of("apps/v1", "ReplicaSet", "new-5f5f5f", {"pod-template-hash": "5f5f5f"})
@@ -261,9 +255,9 @@ def test_api_going_away_mid_run(synced: tuple[FakeAPI, OwnerCaches]) -> None:
     assert deferred == []  # nothing to wait for on a broken watch
     assert caches.index.drain_counts()[FALLBACK] >= 1
     cluster.forbid = set()
-    wait_until(lambda: caches.index.store_state(rs.group, rs.kind) == (True, True))
+    wait_for(lambda: caches.index.store_state(rs.group, rs.kind) == (True, True), timeout=10.0)
     late = pod_of("apps/v1", "ReplicaSet", "x-1")
-    wait_until(lambda: answer(resolver.resolve_pod(late)) == ("Deployment", "x", EXACT, None))
+    wait_for(lambda: answer(resolver.resolve_pod(late)) == ("Deployment", "x", EXACT, None), timeout=10.0)
 
 
 def test_config_rules_still_come_first(synced: tuple[FakeAPI, OwnerCaches]) -> None:
@@ -473,22 +467,6 @@ def test_serve_with_owner_lookup_end_to_end(cluster: FakeAPI, tls_files: TLSFile
         "key_file": str(tls_files.key), "kubeconfig": str(kubeconfig), "plugin_source": "none",
         "shutdown_drain_s": 0, "owner_lookup": "on",
     }, {})
-    holder: dict[str, Any] = {}
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        async def main() -> None:
-            holder["stop"] = asyncio.Event()
-            holder["loop"] = asyncio.get_running_loop()
-            await app.serve(config, holder["stop"])
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
     ctx = ssl.create_default_context(cafile=str(tls_files.ca))
     ctx.check_hostname = False
 
@@ -504,8 +482,8 @@ def test_serve_with_owner_lookup_end_to_end(cluster: FakeAPI, tls_files: TLSFile
         ops = json.loads(base64.b64decode(answer["patch"]))
         return {k.removeprefix(PREFIX): v for k, v in ops[0]["value"].items()}
 
-    try:
-        wait_until(lambda: annotations().get("resolved-by") == EXACT, timeout=30)
+    with serving(config):
+        wait_for(lambda: annotations().get("resolved-by") == EXACT, timeout=30)
         assert annotations()["root-owner"] == "PostgresCluster.postgres-operator.crunchydata.com/hippo"
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
             exposition = resp.read().decode()
@@ -515,11 +493,6 @@ def test_serve_with_owner_lookup_end_to_end(cluster: FakeAPI, tls_files: TLSFile
         assert 'workload_tagger_owner_cache_synced{resource="statefulsets.apps"} 1.0' in exposition
         assert 'workload_tagger_owner_cache_objects{resource="replicasets.apps"} 5.0' in exposition
         assert 'workload_tagger_resolutions_total{source="owners",workload_type="StatefulSet"}' in exposition
-    finally:
-        if "loop" in holder:
-            holder["loop"].call_soon_threadsafe(holder["stop"].set)
-        thread.join(timeout=30)
-    assert not thread.is_alive() and errors == []
     assert not [t for t in threading.enumerate() if t.name.startswith("owners-")]  # the cache threads stopped
 
 

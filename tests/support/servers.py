@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from webhook import app
 from webhook.admission import server
+from webhook.config import Config
 
 
 @dataclass
@@ -49,3 +55,31 @@ def client_context(ca: Path) -> ssl.SSLContext:
 ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 
+@contextlib.contextmanager
+def serving(config: Config) -> Iterator[None]:
+    """``app.serve(config)`` on its own thread and event loop, as `serve` runs it; on exit it is
+    stopped as SIGTERM would stop it, and must end cleanly within 30 s."""
+    holder: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        async def main() -> None:
+            holder["stop"] = asyncio.Event()
+            holder["loop"] = asyncio.get_running_loop()
+            await app.serve(config, holder["stop"])
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        if "loop" in holder:
+            holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "serve did not stop within 30 s"
+    assert errors == [], errors
