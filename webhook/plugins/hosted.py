@@ -84,6 +84,17 @@ def _too_large(observer: PluginObserver, size: int, limit: int) -> bool:
     return True
 
 
+def _allowed(entries: tuple[HostedEntry, ...], observer: PluginObserver) -> list[HostedEntry]:
+    """The entries whose breaker lets a call through, in order; each quarantined one is counted as skipped."""
+    allowed: list[HostedEntry] = []
+    for entry in entries:
+        if entry.breaker.allows():
+            allowed.append(entry)
+        else:
+            observer.skipped(entry.name)
+    return allowed
+
+
 class HostedPluginSet:
     """An immutable snapshot of plugins held by the pool's hosts (see the module docstring)."""
 
@@ -123,12 +134,7 @@ class HostedPluginSet:
         pool = self._pool
         if pool is None:
             return None
-        pending: list[HostedEntry] = []
-        for entry in self._entries:
-            if entry.breaker.allows():
-                pending.append(entry)
-            else:
-                self._observer.skipped(entry.name)
+        pending = _allowed(self._entries, self._observer)
         if not pending:
             return None
         data = meta_json.encode()
@@ -336,12 +342,7 @@ class BlockingPluginSet:
         return result_of(row), row[1], str(row[6])
 
     def answers(self, meta_json: str, deadline: float | None = None) -> Iterator[PluginAnswer]:
-        pending = []
-        for entry in self._entries:
-            if entry.breaker.allows():
-                pending.append(entry)
-            else:
-                self._observer.skipped(entry.name)
+        pending = _allowed(self._entries, self._observer)
         if not pending:
             return
         data = meta_json.encode()
