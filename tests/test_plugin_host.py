@@ -29,6 +29,7 @@ from bench.pods import review_body
 from tests.support.hostile import GOOD, UID, check, claimed_review, evaluations, samples
 from tests.support.serverproc import ServeProcess
 from tests.support.servers import TLSFiles
+from tests.support.waiting import eventually, eventually_async
 from webhook.config import Config
 from webhook.outcomes import PluginOutcome
 from webhook.plugins.client import HostSettings
@@ -151,13 +152,6 @@ def metric(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return values.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def wait_until(what: str, check_: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check_():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 async def stop_in_time(server: ServeProcess) -> None:
@@ -194,10 +188,10 @@ async def test_a_plugin_stuck_in_one_c_call_is_killed_charged_and_quarantined(
         async def quarantined() -> bool:
             return metric(await metrics_of(server), "workload_tagger_plugin_quarantined", plugin="a-bad") == 1
 
-        await wait_until("a-bad quarantined", quarantined)
+        await eventually_async(quarantined, what="a-bad quarantined")
         # The hosts its last calls killed are being replaced meanwhile (reviews then go on without
         # plugins: counted, not waited for); from then on z-good answers every Pod that needs it.
-        await wait_until("hosts replaced", lambda: _hosts_up(server, 2))
+        await eventually_async(lambda: _hosts_up(server, 2), what="hosts replaced")
         since = time.monotonic()
         await asyncio.sleep(1.5)
         stop.set()
@@ -247,7 +241,7 @@ async def test_a_host_killed_from_outside_mid_call_is_replaced_and_the_review_go
         assert evaluations(values, "a-bad", PluginOutcome.CRASH) == 1
         assert metric(values, "workload_tagger_plugin_host_exits_total", reason=PluginOutcome.CRASH) == 1
         assert "exited unexpectedly" in server.log.read_text()
-        await wait_until("host replaced", lambda: _hosts_up(server, 2))
+        await eventually_async(lambda: _hosts_up(server, 2), what="host replaced")
         await stop_in_time(server)
     finally:
         server.kill()
@@ -271,7 +265,7 @@ async def test_a_plugin_that_hangs_while_loading_is_rejected_by_name_and_the_res
         async def rejected() -> bool:
             return metric(await metrics_of(server), "workload_tagger_plugin_load_errors_total", plugin="a-bad") == 1
 
-        await wait_until("a-bad's hanging version rejected", rejected)
+        await eventually_async(rejected, what="a-bad's hanging version rejected")
         values = await metrics_of(server)
         assert metric(values, "workload_tagger_plugins_loaded") == 2
         assert metric(values, "workload_tagger_plugin_info", plugin="a-bad", sha256=good_sha) == 1
@@ -282,7 +276,7 @@ async def test_a_plugin_that_hangs_while_loading_is_rejected_by_name_and_the_res
         async def applied() -> bool:
             return metric(await metrics_of(server), "workload_tagger_plugins_loaded") == 3
 
-        await wait_until("a later change applied", applied)
+        await eventually_async(applied, what="a later change applied")
         stop.set()
         await running
         check_traffic(traffic)
@@ -300,7 +294,7 @@ async def test_start_up_is_ready_whatever_one_plugin_does_at_its_top_level(tls_f
         async def loader_running() -> bool:
             return len(children(server.pid)) == 3  # two hosts in the pool, and the loader
 
-        await wait_until("the loader host is loading a-bad", loader_running)
+        await eventually_async(loader_running, what="the loader host is loading a-bad")
 
         async def not_ready() -> bool:
             try:
@@ -308,14 +302,14 @@ async def test_start_up_is_ready_whatever_one_plugin_does_at_its_top_level(tls_f
             except OSError:
                 return False
 
-        await wait_until("serving, not ready", not_ready)
+        await eventually_async(not_ready, what="serving, not ready")
         loader = max(children(server.pid), key=lambda pid: int(Path(f"/proc/{pid}/stat").read_text()
                                                                 .rsplit(")", 1)[1].split()[19]))
 
         async def spinning() -> bool:  # past its imports (a fraction of a second) and inside a-bad's top level
             return cpu_ticks(loader) > 150
 
-        await wait_until("the loader spins in a-bad's top level", spinning)
+        await eventually_async(spinning, what="the loader spins in a-bad's top level")
         os.kill(loader, signal.SIGKILL)
         await server.wait_ready(10)
         values = await metrics_of(server)
@@ -438,12 +432,12 @@ async def test_while_no_host_is_up_reviews_go_on_without_plugins_and_hosts_come_
         assert found is not None and found[1] == "StatefulSet"
         (host,) = [h for h in pool._ready]
         os.kill(host.proc.pid, signal.SIGKILL)  # a host that dies by itself: replaced after a pause
-        await wait_until("the death seen", _async(lambda: pool.up == 0))
+        await eventually(lambda: pool.up == 0, timeout=20.0, what="the death seen")
         started = time.monotonic()
         assert await registry.current.first_answer(text, time.monotonic() + 5, accept) is None
         assert time.monotonic() - started < 0.5, "a review must not wait out its budget for a host in backoff"
         assert events.exits == [PluginOutcome.CRASH] and events.no_hosts == 1
-        await wait_until("replaced", _async(lambda: pool.up == 1))
+        await eventually(lambda: pool.up == 1, timeout=20.0, what="replaced")
         found = await registry.current.first_answer(text, time.monotonic() + 5, accept)
         assert found is not None and found[0].plugin == "z-good"
     finally:

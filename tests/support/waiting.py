@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def wait_for(
@@ -25,3 +25,14 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition", interval: float = 0.1
+) -> None:
+    """Like :func:`eventually` for a check that must itself await (an HTTP call to the server under test)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
