@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from bench.server_bench import (
     ours_cmd,
     pick_cores,
     run_wrk,
+    running,
 )
 from bench.targets import Target
 from webhook.certs import generate as certs
@@ -143,17 +143,6 @@ def inprocess_cmd(port: int, cert: Path, key: Path, plugins: str) -> list[str]:
             "--key-file", str(key), "--plugins-dir", plugins]
 
 
-@contextlib.contextmanager
-def started(servers: list[ServerProcess]) -> Iterator[None]:
-    try:
-        for s in servers:
-            s.start()
-        yield
-    finally:
-        for s in servers:
-            s.stop()
-
-
 def worst_case(work: Path, cert: Path, key: Path, script: Path, seconds: float) -> tuple[list[str], list[Target]]:
     server_cpu, load_cpu = pick_cores()
     body = work / "worst.jsonl"
@@ -172,7 +161,7 @@ def worst_case(work: Path, cert: Path, key: Path, script: Path, seconds: float) 
     host_us: dict[str, list[float]] = {k: [] for k in servers}
     plugin_us: dict[str, list[float]] = {k: [] for k in servers}
     rss = (0, 0)
-    with started(list(servers.values())):
+    with running(list(servers.values())):
         for srv in servers.values():
             run_wrk(srv.port, script, body, 8, 1, load_cpu)
         for _ in range(ROUNDS):
@@ -318,7 +307,7 @@ def isolation(work: Path, cert: Path, key: Path, script: Path, seconds: float) -
     control = "without, hosts busy"
     p99: dict[str, list[float]] = {"without plugins": [], "plugins busy": [], control: []}
     counts: dict[str, dict[str, int]] = {k: {} for k in p99}
-    with started([plain, loaded]):
+    with running([plain, loaded]):
         for srv in (plain, loaded):
             run_wrk(srv.port, script, body, 4, 1, None)
         for _ in range(ROUNDS):
@@ -357,7 +346,7 @@ def hanging(work: Path, cert: Path, key: Path) -> list[str]:
     claimed = claimed_review()
     latencies: list[float] = []
     quarantined_after = None
-    with started([srv]):
+    with running([srv]):
         everyday = review_body("everyday", 4_000)
         srv.post(everyday)
         t = time.monotonic()
