@@ -127,7 +127,7 @@ class PodMutator:
             meta = pod.meta
             deadline = self.clock() + self.budget_seconds if self.budget_seconds else None
             plugins = self.plugins()
-            namespace = meta.namespace or request.namespace
+            namespace = meta.namespace if type(meta.namespace) is str and meta.namespace else request.namespace
             if defer_owner and self.owner_wait_seconds > 0:
                 missed: list[Ref] = []
                 token = DEFERRED_MISSES.set(missed)

@@ -95,19 +95,20 @@ class PodMeta(msgspec.Struct, rename="camel", frozen=True, gc=False):
     The webhook decodes it straight from the review's bytes in the same pass that skims the rest
     (msgspec skips every other field, managedFields included, without building it); every other
     door builds it from a metadata mapping with :meth:`of`. Either way rules and plugins see the
-    same value, so each has one implementation. Fields stay ``Any``: a malformed shape is ignored
-    by the readers below, the way the rules always ignored it, instead of failing the decode. Not
+    same value, so each has one implementation. Fields are ``object``: whatever JSON value the Pod
+    had there, unchecked (plugins get it as sent). Readers narrow it — mypy makes them — and ignore
+    a malformed shape, the way the rules always ignored it, instead of failing the decode. Not
     GC-tracked: it only refers to JSON values, which cannot refer back to it. Frozen (free for
     msgspec, which fills fields in C): :data:`NO_METADATA` is one shared instance.
     """
 
-    namespace: Any = None
-    labels: Any = None
-    annotations: Any = None
-    owner_references: Any = None
-    name: Any = None
-    uid: Any = None
-    creation_timestamp: Any = None
+    namespace: object = None
+    labels: object = None
+    annotations: object = None
+    owner_references: object = None
+    name: object = None
+    uid: object = None
+    creation_timestamp: object = None
 
     @classmethod
     def of(cls, meta: Mapping[str, Any]) -> PodMeta:
