@@ -1,4 +1,4 @@
-"""Throughput and memory of audit and backfill over the paginated fake API (tests/fakeapi.py).
+"""Throughput and memory of audit and backfill over the paginated fake API (tests/support/fakeapi.py).
 
 Run by `make bench`, or alone: ``python -m bench.audit_bench [pods ...]``. The fake API
 and the client share one machine (and the GIL of one process), so the numbers are a floor for

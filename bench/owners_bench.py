@@ -1,7 +1,7 @@
 """Owner lookup at cluster scale: cache memory, time to first sync, lookup cost per review.
 
 Run by `make bench`, or alone: ``python -m bench.owners_bench [replicasets]`` (default 100,000).
-A fake API (tests/fakeapi.py) in a child process holds 100,000 ReplicaSets, 20,000 Jobs and the
+A fake API (tests/support/fakeapi.py) in a child process holds 100,000 ReplicaSets, 20,000 Jobs and the
 other kinds in proportion (see :func:`cluster_counts`), each with the metadata a real object
 carries (labels, annotations, a managedFields entry); this process runs the real owner caches
 against it over loopback HTTP, so its memory growth is the caches' own.

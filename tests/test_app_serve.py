@@ -1,6 +1,6 @@
 """`serve` wired end to end: self-managed certificates, the ConfigMap plugin source, metrics port.
 
-The real `app.serve` runs in a thread against the fake API (tests/fakeapi.py) through the real
+The real `app.serve` runs in a thread against the fake API (tests/support/fakeapi.py) through the real
 `kubernetes` client, exactly as in a cluster Pod minus the apiserver: it must publish its CA,
 serve a certificate that CA signs, turn ready only after the first ConfigMap sync, answer with
 the ConfigMap's plugin, pick up a new plugin version without a restart, and stop cleanly.

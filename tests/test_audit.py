@@ -1,4 +1,4 @@
-"""audit against the real kubernetes client and a paginated fake API (tests/fakeapi.py)."""
+"""audit against the real kubernetes client and a paginated fake API (tests/support/fakeapi.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""backfill against the real kubernetes client and a paginated fake API (tests/fakeapi.py)."""
+"""backfill against the real kubernetes client and a paginated fake API (tests/support/fakeapi.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 kmock answers a list with every object at once (it ignores ``limit``), so this covers the
 single-page path and kmock's own merge semantics; pagination and faults are covered with
-tests/fakeapi.py in test_audit.py and test_backfill.py.
+tests/support/fakeapi.py in test_audit.py and test_backfill.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """OpenTelemetry resource annotations: the exact set per owner shape, through the webhook's own handler.
 
-Expected attributes are written out by hand in tests/cases.py (OTEL_EXPECTED), from the semantic
+Expected attributes are written out by hand in tests/support/cases.py (OTEL_EXPECTED), from the semantic
 conventions' k8s registry, not computed by webhook.admission.otel; the Pods go through `PodMutator.handle`
 and the patch is applied with a JSON Patch library, so what is checked is what the API server
 would store.

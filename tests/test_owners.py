@@ -1,6 +1,6 @@
 """Exact owners (issue 17): the owner chain read from metadata caches fed by list+watch.
 
-Everything below goes through the real ``kubernetes`` ApiClient against tests/fakeapi.py over
+Everything below goes through the real ``kubernetes`` ApiClient against tests/support/fakeapi.py over
 loopback HTTP: paginated PartialObjectMetadata lists, watch events, 410 Gone and relist, a
 watch that lags behind a Pod, the API answering 403 or going away mid-run.
 """

@@ -1,6 +1,6 @@
 """``plugin create|list|delete`` with the real ``kubernetes`` client, reached through a kubeconfig.
 
-kmock 0.8 serves the round trip; the aiohttp fake (tests/fakeapi.py) serves what kmock does
+kmock 0.8 serves the round trip; the aiohttp fake (tests/support/fakeapi.py) serves what kmock does
 not emulate: resourceVersion conflicts (409), races on creation, 403. Plugins are checked by the
 real Lua engine (``manage.engine_validator``), as ``plugin create`` does for the user.
 """

@@ -1,7 +1,7 @@
 """Self-managed certificates against kmock's Kubernetes emulator (the real client, a second API model).
 
 kmock cannot produce update conflicts (it ignores resourceVersion) and merges patches as plain
-dicts, so the conflict cases live in test_selfcerts.py against tests/fakeapi.py; here the
+dicts, so the conflict cases live in test_selfcerts.py against tests/support/fakeapi.py; here the
 create-or-get path and the shape of the real client's requests are checked against kmock.
 """
 

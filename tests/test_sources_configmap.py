@@ -1,5 +1,5 @@
 """ConfigMapSource against the real ``kubernetes`` client: kmock 0.8 for list/watch/410, and a small
-aiohttp fake (tests/fakeapi.py) for what kmock cannot express (timeouts honoured, bookmarks,
+aiohttp fake (tests/support/fakeapi.py) for what kmock cannot express (timeouts honoured, bookmarks,
 dropped connections, slow answers, 403)."""
 
 from __future__ import annotations
