@@ -94,10 +94,9 @@ class PodMutator:
         if type(decided) is not PendingReview:
             return decided  # type: ignore[return-value]
         try:
-            meta = decided.pod.meta
-            found = self.resolver.by_plugins(meta, decided.namespace, decided.plugins,  # type: ignore[arg-type]
-                                             decided.deadline, self.clock)
-            found = self.resolver.after_plugins(meta, found)
+            found = self.resolver.resolve_slow_in_place(decided.pod.meta, decided.namespace,
+                                                        decided.plugins,  # type: ignore[arg-type]
+                                                        decided.deadline, self.clock)
             return self._conclude(decided.pod, decided.allow, decided.deadline, found)
         except Exception as exc:  # never let our own failure break a Pod creation
             return Decision(decided.allow, ERROR, error=f"{type(exc).__name__}: {exc}")

@@ -142,9 +142,19 @@ class Resolver:
         hosted; a synchronous set is run in place), then the rules when ``plugins_first``."""
         if hasattr(plugins, "first_answer"):
             found = await self.by_plugins_async(pod, namespace, plugins, deadline)  # type: ignore[arg-type]
-        else:
-            found = self.by_plugins(pod, namespace, plugins, deadline, clock)  # type: ignore[arg-type]
-        return self.after_plugins(pod, found)
+            return self.after_plugins(pod, found)
+        return self.resolve_slow_in_place(pod, namespace, plugins, deadline, clock)  # type: ignore[arg-type]
+
+    def resolve_slow_in_place(
+        self,
+        pod: PodMeta,
+        namespace: str | None,
+        plugins: PluginSet,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Resolution | None:
+        """:meth:`resolve_slow` for a plugin set that runs in the caller (the synchronous doors)."""
+        return self.after_plugins(pod, self.by_plugins(pod, namespace, plugins, deadline, clock))
 
     def after_plugins(self, pod: PodMeta, found: Resolution | None) -> Resolution | None:
         """What follows the plugins on the slow path (both doors: awaited and synchronous)."""
@@ -197,11 +207,10 @@ class Resolver:
         The webhook decodes :class:`PodMeta` straight from the review, so everyday Pods (answered
         by the rules) build neither the rest of the metadata nor the plugins' input.
         """
-        if self.settings.plugins_first:
-            found = self.by_plugins(pod, namespace, plugins, deadline, clock) or self.by_rules(pod)
-        else:
-            found = self.by_rules(pod) or self.by_plugins(pod, namespace, plugins, deadline, clock)
-        return self.or_fallback(pod, found)
+        found = self.resolve_fast(pod, plugins)
+        if type(found) is NeedsPlugins:
+            return self.resolve_slow_in_place(pod, namespace, plugins, deadline, clock)
+        return found  # type: ignore[return-value]
 
 
 def plugin_input(meta: Mapping[str, Any] | PodMeta, namespace: str | None) -> str:
